@@ -122,13 +122,42 @@ def sh_irradiance_error(prediction: np.ndarray, truth: np.ndarray, samples: tupl
     return float(np.sqrt((weights * (e_pred - e_true) ** 2).sum() / (weights * e_true**2).sum()))
 
 
-def dominant_light_direction(hdr: np.ndarray) -> np.ndarray:
-    """Unit direction of the order-1 SH moment of luminance: where the light mostly comes from."""
-    height, width = hdr.shape[:2]
-    weights = luminance(hdr).astype(np.float64) * solid_angle_weights(height, width)
-    vector = np.einsum("hw,hwc->c", weights, equirect_directions(height, width).astype(np.float64))
-    norm = np.linalg.norm(vector)
-    return vector / norm if norm > 0 else np.array([0.0, 0.0, 1.0])
+def _irradiance_at(hdr_small: np.ndarray, normals: np.ndarray) -> np.ndarray:
+    """Cosine-weighted luminance integral ∫ L max(0, n·ω) dω at each of Nx3 normals."""
+    height, width = hdr_small.shape[:2]
+    energy = (luminance(hdr_small) * solid_angle_weights(height, width)).ravel().astype(np.float64)
+    directions = equirect_directions(height, width).reshape(-1, 3).astype(np.float64)
+    return np.clip(normals @ directions.T, 0.0, None) @ energy
+
+
+def _box_downsample(hdr: np.ndarray, factor: int) -> np.ndarray:
+    height, width = (hdr.shape[0] // factor) * factor, (hdr.shape[1] // factor) * factor
+    blocks = hdr[:height, :width, :3].reshape(height // factor, factor, width // factor, factor, 3)
+    return blocks.mean(axis=(1, 3))
+
+
+def dominant_light_direction(hdr: np.ndarray, resolution_deg: float = 0.5) -> np.ndarray:
+    """Unit normal that receives the most irradiance: the key light's direction.
+
+    A coarse search over a 64x32 grid of normals is refined on a local grid of
+    ``resolution_deg`` spacing. The map is box-filtered to at most 256 columns first, which
+    keeps all of its energy (a sun stays a sun, only wider): 128 columns for the coarse
+    search, 256 for the refinement.
+    """
+    coarse_map = _box_downsample(hdr, max(1, hdr.shape[1] // 128))
+    fine_map = _box_downsample(hdr, max(1, hdr.shape[1] // 256))
+    coarse = equirect_directions(32, 64).reshape(-1, 3).astype(np.float64)
+    best = coarse[np.argmax(_irradiance_at(coarse_map, coarse))]
+    # Local tangent grid of ±6° around the coarse winner (its cells are 5.6° wide).
+    helper = np.array([0.0, 0.0, 1.0]) if abs(best[2]) < 0.9 else np.array([1.0, 0.0, 0.0])
+    tangent = np.cross(best, helper)
+    tangent /= np.linalg.norm(tangent)
+    bitangent = np.cross(best, tangent)
+    offsets = np.radians(np.arange(-6.0, 6.0 + 1e-9, resolution_deg))
+    a, b = np.meshgrid(offsets, offsets)
+    fine = best + a.reshape(-1, 1) * tangent + b.reshape(-1, 1) * bitangent
+    fine /= np.linalg.norm(fine, axis=1, keepdims=True)
+    return fine[np.argmax(_irradiance_at(fine_map, fine))]
 
 
 def angle_between_deg(a: np.ndarray, b: np.ndarray) -> float:

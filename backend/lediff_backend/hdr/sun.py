@@ -15,30 +15,16 @@ across the seam) down to a fraction of the peak, and reports in Blender world co
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage
 
 from .color import luminance
 from .projection import equirect_directions, solid_angle_weights
+from .regions import wrapped_labels
 
 __all__ = ["detect_sun", "SUN_PEAK_FRACTION"]
 
 SUN_PEAK_FRACTION = 0.1  # the region holds pixels brighter than this fraction of the peak
 SUN_MIN_SHARE = 0.3
 SUN_MAX_DIAMETER_DEG = 10.0
-
-
-def wrapped_labels(mask: np.ndarray) -> np.ndarray:
-    """Connected components of an equirect mask where the left and right edges touch."""
-    labels, count = ndimage.label(mask, structure=np.ones((3, 3), bool))
-    if count:
-        left, right = labels[:, 0], labels[:, -1]
-        for row in range(mask.shape[0]):
-            for neighbour in range(max(row - 1, 0), min(row + 2, mask.shape[0])):
-                a, b = left[row], right[neighbour]
-                if a and b and a != b:
-                    labels[labels == b] = a
-                    right = labels[:, -1]
-    return labels
 
 
 def detect_sun(hdr: np.ndarray, peak_fraction: float = SUN_PEAK_FRACTION) -> dict:
@@ -49,7 +35,7 @@ def detect_sun(hdr: np.ndarray, peak_fraction: float = SUN_PEAK_FRACTION) -> dic
     peak = float(lum[peak_index])
     if peak <= 0:
         raise ValueError("the map is black: there is no light to find")
-    labels = wrapped_labels(lum >= peak * peak_fraction)
+    labels, _ = wrapped_labels(lum >= peak * peak_fraction)
     region = labels == labels[peak_index]
 
     omega = np.broadcast_to(solid_angle_weights(height, width), lum.shape)

@@ -1,0 +1,105 @@
+"""LDR image -> HDR EXR: the service behind ``lediff convert`` and the server's ``convert`` job.
+
+Engines are plain functions registered in ``ENGINES``; ``auto`` takes the best one whose
+weights are present, and the weight-free classic engine otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Callable
+
+import numpy as np
+
+from .errors import BadInput, BadRequest
+from .hdr.atomic import check_writable_output
+from .hdr.imageio import read_image, write_image
+from .hdr.summary import is_panorama, summarize
+
+__all__ = ["ENGINES", "convert_file", "convert_pixels"]
+
+ProgressFn = Callable[[str, int, int], None]
+CancelFn = Callable[[], bool]
+
+
+def _classic(encoded: np.ndarray, *, panorama: bool, sun_ev: float | None, progress, should_cancel, **_) -> np.ndarray:
+    from .classic.expand import expand_ldr
+
+    return expand_ldr(encoded, panorama=panorama, sun_ev=sun_ev, progress=progress, should_cancel=should_cancel).hdr
+
+
+ENGINES: dict[str, Callable[..., np.ndarray]] = {"classic": _classic}
+
+
+def _pick_engine(engine: str) -> Callable[..., np.ndarray]:
+    if engine == "auto":
+        return ENGINES["classic"]
+    if engine not in ENGINES:
+        raise BadRequest(f"unknown engine {engine!r}; choose from auto, {', '.join(ENGINES)}")
+    return ENGINES[engine]
+
+
+def _resize(encoded: np.ndarray, width: int) -> np.ndarray:
+    """Resample display values to ``width`` columns, keeping the aspect ratio."""
+    from PIL import Image
+
+    height = max(1, round(encoded.shape[0] * width / encoded.shape[1]))
+    channels = [
+        np.asarray(Image.fromarray(np.ascontiguousarray(encoded[..., c])).resize((width, height), Image.Resampling.LANCZOS))
+        for c in range(3)
+    ]
+    return np.clip(np.stack(channels, axis=-1), 0.0, 1.0).astype(np.float32)
+
+
+def convert_pixels(
+    encoded: np.ndarray,
+    *,
+    engine: str = "auto",
+    width: int | None = None,
+    sun_ev: float | None = None,
+    progress: ProgressFn | None = None,
+    should_cancel: CancelFn | None = None,
+    **engine_options,
+) -> np.ndarray:
+    """Display-encoded LDR pixels (HxWx3, [0, 1]) -> scene-linear HDR with the chosen engine."""
+    run = _pick_engine(engine)
+    if width is not None:
+        if width < 16 or width > 16384:
+            raise BadInput(f"width must be between 16 and 16384 pixels, not {width}")
+        encoded = _resize(encoded, width)
+    panorama = is_panorama(*encoded.shape[:2])
+    return run(encoded, panorama=panorama, sun_ev=sun_ev, progress=progress, should_cancel=should_cancel, **engine_options)
+
+
+def convert_file(
+    input_path: str | os.PathLike,
+    output_path: str | os.PathLike,
+    *,
+    engine: str = "auto",
+    width: int | None = None,
+    half: bool = False,
+    sun_ev: float | None = None,
+    progress: ProgressFn | None = None,
+    should_cancel: CancelFn | None = None,
+    **engine_options,
+) -> dict:
+    """Convert an LDR image file to an HDR EXR (written atomically); returns its metadata.
+
+    The metadata (size, peak, median, stops, sun for panoramas, engine) is also written into
+    the EXR header as ``lediff:*`` string attributes.
+    """
+    output = check_writable_output(output_path)
+    _pick_engine(engine)
+    image = read_image(input_path)
+    if image.is_hdr:
+        raise BadInput(f"{input_path} is already HDR ({image.format}); apply it directly instead of converting")
+    hdr = convert_pixels(
+        image.pixels, engine=engine, width=width, sun_ev=sun_ev, progress=progress,
+        should_cancel=should_cancel, **engine_options,
+    )
+    meta = summarize(hdr)
+    meta["engine"] = "classic" if engine == "auto" else engine
+    header = {f"lediff:{key}": str(value) for key, value in meta.items()}
+    write_image(output, hdr, half=half, latlong=meta["panorama"], metadata=header)
+    meta["output"] = str(output)
+    return meta
