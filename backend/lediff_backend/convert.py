@@ -14,9 +14,10 @@ import numpy as np
 from .errors import BadInput, BadRequest
 from .hdr.atomic import check_writable_output
 from .hdr.imageio import read_image, write_image
+from .hdr.projection import resize_equirect
 from .hdr.summary import is_panorama, summarize
 
-__all__ = ["ENGINES", "convert_file", "convert_pixels"]
+__all__ = ["ENGINES", "convert_file", "convert_pixels", "resize_to_width"]
 
 ProgressFn = Callable[[str, int, int], None]
 CancelFn = Callable[[], bool]
@@ -39,16 +40,22 @@ def _pick_engine(engine: str) -> Callable[..., np.ndarray]:
     return ENGINES[engine]
 
 
-def _resize(encoded: np.ndarray, width: int) -> np.ndarray:
-    """Resample display values to ``width`` columns, keeping the aspect ratio."""
+def resize_to_width(pixels: np.ndarray, width: int) -> np.ndarray:
+    """Resample to ``width`` columns, keeping the aspect ratio.
+
+    Panoramas use the wrap-aware area average of ``projection``; other images Pillow's
+    Lanczos filter per channel (float32 mode).
+    """
+    if is_panorama(*pixels.shape[:2]):
+        return resize_equirect(pixels, width)
     from PIL import Image
 
-    height = max(1, round(encoded.shape[0] * width / encoded.shape[1]))
+    height = max(1, round(pixels.shape[0] * width / pixels.shape[1]))
     channels = [
-        np.asarray(Image.fromarray(np.ascontiguousarray(encoded[..., c])).resize((width, height), Image.Resampling.LANCZOS))
+        np.asarray(Image.fromarray(np.ascontiguousarray(pixels[..., c])).resize((width, height), Image.Resampling.LANCZOS))
         for c in range(3)
     ]
-    return np.clip(np.stack(channels, axis=-1), 0.0, 1.0).astype(np.float32)
+    return np.stack(channels, axis=-1).astype(np.float32)
 
 
 def convert_pixels(
@@ -66,7 +73,7 @@ def convert_pixels(
     if width is not None:
         if width < 16 or width > 16384:
             raise BadInput(f"width must be between 16 and 16384 pixels, not {width}")
-        encoded = _resize(encoded, width)
+        encoded = np.clip(resize_to_width(encoded, width), 0.0, 1.0)
     panorama = is_panorama(*encoded.shape[:2])
     return run(encoded, panorama=panorama, sun_ev=sun_ev, progress=progress, should_cancel=should_cancel, **engine_options)
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from .color import luminance
-from .projection import equirect_directions, solid_angle_weights
+from .projection import equirect_directions, resize_equirect, solid_angle_weights
 
 __all__ = [
     "dynamic_range_stops",
@@ -130,22 +130,16 @@ def _irradiance_at(hdr_small: np.ndarray, normals: np.ndarray) -> np.ndarray:
     return np.clip(normals @ directions.T, 0.0, None) @ energy
 
 
-def _box_downsample(hdr: np.ndarray, factor: int) -> np.ndarray:
-    height, width = (hdr.shape[0] // factor) * factor, (hdr.shape[1] // factor) * factor
-    blocks = hdr[:height, :width, :3].reshape(height // factor, factor, width // factor, factor, 3)
-    return blocks.mean(axis=(1, 3))
-
-
 def dominant_light_direction(hdr: np.ndarray, resolution_deg: float = 0.5) -> np.ndarray:
     """Unit normal that receives the most irradiance: the key light's direction.
 
     A coarse search over a 64x32 grid of normals is refined on a local grid of
-    ``resolution_deg`` spacing. The map is box-filtered to at most 256 columns first, which
+    ``resolution_deg`` spacing. The map is area-averaged to at most 256 columns first, which
     keeps all of its energy (a sun stays a sun, only wider): 128 columns for the coarse
     search, 256 for the refinement.
     """
-    coarse_map = _box_downsample(hdr, max(1, hdr.shape[1] // 128))
-    fine_map = _box_downsample(hdr, max(1, hdr.shape[1] // 256))
+    coarse_map = resize_equirect(hdr[..., :3], min(128, hdr.shape[1]))
+    fine_map = resize_equirect(hdr[..., :3], min(256, hdr.shape[1]))
     coarse = equirect_directions(32, 64).reshape(-1, 3).astype(np.float64)
     best = coarse[np.argmax(_irradiance_at(coarse_map, coarse))]
     # Local tangent grid of ±6° around the coarse winner (its cells are 5.6° wide).
