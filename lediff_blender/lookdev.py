@@ -111,7 +111,10 @@ def set_depth_of_field(
 
 
 def focus_distance_to(camera: bpy.types.Object, point) -> float:
-    """Distance (m) from the camera to ``point`` along its view axis, e.g. to focus on the 3D cursor."""
+    """Distance (m) from the camera to ``point`` along its view axis, e.g. to focus on the 3D cursor.
+
+    Reads ``matrix_world``: after moving the camera, call ``view_layer.update()`` first.
+    """
     matrix = camera.matrix_world
     view_axis = (matrix.to_3x3() @ Vector((0.0, 0.0, -1.0))).normalized()
     return max(0.0, (Vector(point) - matrix.translation).dot(view_axis))

@@ -1,6 +1,6 @@
 """Render lookdev stills lit by environment maps, in a process of its own.
 
-    python -m lediff_blender.render_job --size 320x240 --samples 16 \\
+    python -m lediff_blender.render_job --width 320 --height 240 --samples 16 \\
         --environment a.exr --ev 0 --output a.png [--environment b.exr --ev 1.5 --output b.png ...]
 
 Callers (the ``lediff demo`` command) run this as a subprocess so that bpy's memory and any
@@ -22,20 +22,10 @@ from . import lookdev, world
 PROGRESS_PREFIX = "render_job: done"
 
 
-def parse_size(text: str) -> tuple[int, int]:
-    """``"320x240"`` -> (320, 240); argparse-friendly errors."""
-    try:
-        width, height = (int(part) for part in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"size must look like 320x240, got {text!r}") from None
-    if width < 1 or height < 1:
-        raise argparse.ArgumentTypeError(f"size must be positive, got {text!r}")
-    return width, height
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m lediff_blender.render_job", description=__doc__.split("\n")[0])
-    parser.add_argument("--size", type=parse_size, default=(320, 240), help="still size WxH")
+    parser.add_argument("--width", type=int, default=320, help="still width in pixels")
+    parser.add_argument("--height", type=int, default=240, help="still height in pixels")
     parser.add_argument("--samples", type=int, default=16)
     parser.add_argument("--fstop", type=float, default=None, help="depth of field at this f-stop, focused on the chrome sphere")
     parser.add_argument("--environment", action="append", required=True, help="environment map (repeat)")
@@ -52,12 +42,11 @@ def render_all(args: argparse.Namespace) -> None:
     objects = lookdev.build_lookdev_scene(scene)
     camera = lookdev.ensure_camera(scene)
     lookdev.set_depth_of_field(camera, fstop=args.fstop, focus_object=objects.chrome_sphere)
-    width, height = args.size
     jobs = list(zip(args.environment, args.ev, args.output))
     for index, (environment, ev, output) in enumerate(jobs, start=1):
         start = time.perf_counter()
         world.apply_environment(scene.world, environment, ev=ev)
-        lookdev.render_still(scene, output, width=width, height=height, samples=args.samples)
+        lookdev.render_still(scene, output, width=args.width, height=args.height, samples=args.samples)
         seconds = time.perf_counter() - start
         print(f"{PROGRESS_PREFIX} {index}/{len(jobs)} {seconds:.1f}s {output}", file=sys.stderr, flush=True)
 
