@@ -29,6 +29,7 @@ COMMANDS: dict[str, CommandInfo] = {
     "convert": CommandInfo("convert", "LDR image or 360° photo -> HDR EXR"),
     "info": CommandInfo("info", "size, dynamic range, peak and sun of an image"),
     "preview": CommandInfo("preview", "tone-map an HDR image to a PNG"),
+    "serve": CommandInfo("serve", "the backend for the Blender add-on: JSON lines on stdin/stdout, or HTTP"),
     "demo": CommandInfo("demo", "real LDR panorama -> HDR EXR -> lookdev render in headless Blender"),
 }
 
