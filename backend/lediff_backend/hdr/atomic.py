@@ -38,9 +38,12 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     with a dot so that file browsers hide it. On any exception it is removed.
     """
     target = check_writable_output(path)
-    fd, tmp_name = tempfile.mkstemp(
-        prefix=f".{target.stem}.", suffix=f".part{target.suffix}", dir=target.parent
-    )
+    try:
+        fd, tmp_name = tempfile.mkstemp(
+            prefix=f".{target.stem}.", suffix=f".part{target.suffix}", dir=target.parent
+        )
+    except OSError as error:  # os.access can say yes (root, read-only mounts) where creating fails
+        raise BadInput(f"output folder is not writable: {target.parent} ({error.strerror})") from error
     os.close(fd)
     tmp = Path(tmp_name)
     try:

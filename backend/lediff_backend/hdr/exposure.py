@@ -81,6 +81,8 @@ def bracket_evs(hdr: np.ndarray, count: int = 3) -> np.ndarray:
     if count < 1:
         raise ValueError("a bracket needs at least one exposure")
     low, high = exposure_bounds(hdr)
+    if count == 1:
+        return np.array([(low + high) / 2])
     return np.linspace(low, high, count)
 
 
@@ -90,8 +92,10 @@ def metered_ev(hdr: np.ndarray, key: float = MID_GREY, max_clipped: float = 0.05
     Average metering alone blows out most of a sunny sky; phones lower the exposure until at
     most ``max_clipped`` of the pixels saturate (the sun and its glow still do).
     """
-    lum = _positive_luminance(hdr)
-    median, protected = np.percentile(lum, [50.0, 100.0 * (1.0 - max_clipped)])
+    median = np.percentile(_positive_luminance(hdr), 50.0)
+    # A pixel saturates when any of its channels does, not only when its luminance does.
+    brightest = np.asarray(hdr, dtype=np.float32)[..., :3].max(axis=-1).ravel()
+    protected = np.percentile(brightest[brightest > 0], 100.0 * (1.0 - max_clipped))
     return float(min(np.log2(key / median), -np.log2(protected)))
 
 
