@@ -110,7 +110,7 @@ class TestOfficialFormat:
 
     def test_pickled_objects_are_refused_not_executed(self, tmp_path):
         (tmp_path / "vae").mkdir()
-        (tmp_path / "vae" / "merge_model.pth").write_bytes(pickle.dumps({"weight_conv.weight": print}))
+        (tmp_path / "vae" / "merge_model.pth").write_bytes(pickle.dumps({"weight_conv.weight": print}, protocol=2))
         with pytest.raises(MissingWeights, match="cannot be read as a checkpoint"):
             load_fusion(tmp_path)
 

@@ -31,6 +31,9 @@ COMMANDS: dict[str, CommandInfo] = {
     "preview": CommandInfo("preview", "tone-map an HDR image to a PNG"),
     "serve": CommandInfo("serve", "the backend for the Blender add-on: JSON lines on stdin/stdout, or HTTP"),
     "demo": CommandInfo("demo", "real LDR panorama -> HDR EXR -> lookdev render in headless Blender"),
+    "text2hdr": CommandInfo("text2hdr", "prompt -> HDR EXR with a base SD model and LEDiff"),
+    "models": CommandInfo("models", "list the model folders, or download an official model"),
+    "tiny-models": CommandInfo("tiny_models", "write tiny random-init models in the official layouts"),
 }
 
 

@@ -1,0 +1,7 @@
+"""Diffusers pipelines (torch). Import the submodules; this package imports nothing itself.
+
+- ``lediff``: ``LEDiffPipeline``, LDR -> HDR and text -> HDR with latent exposure diffusion.
+- ``lediff_engine``: load the official folders; ``lediff_itm`` / ``lediff_text2hdr`` on numpy.
+- ``tiling``: overlapping, longitude-wrapping tiles (latent windows, tiled VAE).
+- ``itm_blend``: keep the unclipped input pixels (the paper's ITM blend).
+"""
