@@ -51,12 +51,27 @@ def wrapped_labels(mask: np.ndarray, wrap: bool = True) -> tuple[np.ndarray, int
     return compact[labels].astype(labels.dtype), len(unique_roots) - 1
 
 
-def inner_distance(mask: np.ndarray, wrap: bool = True) -> np.ndarray:
+def _majority_shrink(mask: np.ndarray, factor: int) -> np.ndarray:
+    height, width = (mask.shape[0] // factor) * factor, (mask.shape[1] // factor) * factor
+    blocks = mask[:height, :width].reshape(height // factor, factor, width // factor, factor)
+    return blocks.mean(axis=(1, 3), dtype=np.float32) >= 0.5
+
+
+def inner_distance(mask: np.ndarray, wrap: bool = True, max_width: int = 2048) -> np.ndarray:
     """Euclidean distance (pixels) from each True pixel to the nearest False one; 0 outside.
 
     Only the rows that hold masked pixels are processed; with ``wrap`` the image is padded
-    with a quarter of its width from the other side, so distances cross the seam.
+    with a quarter of its width from the other side, so distances cross the seam. Masks wider
+    than ``max_width`` are measured on a majority-vote copy shrunk by an integer factor and
+    scaled back (distances then come in steps of that factor, which smooth uses tolerate).
     """
+    factor = -(-mask.shape[1] // max_width)
+    if factor > 1:
+        small = inner_distance(_majority_shrink(mask, factor), wrap, max_width) * np.float32(factor)
+        full = np.repeat(np.repeat(small, factor, axis=0), factor, axis=1)
+        distance = np.zeros(mask.shape, dtype=np.float32)
+        distance[: full.shape[0], : full.shape[1]] = full
+        return np.where(mask, np.maximum(distance, 1.0), 0.0).astype(np.float32)
     distance = np.zeros(mask.shape, dtype=np.float32)
     rows = np.flatnonzero(mask.any(axis=1))
     if rows.size == 0:
