@@ -77,8 +77,13 @@ def measure(pipe, height: int, width: int, steps: int, device) -> dict:
         torch.cuda.reset_peak_memory_stats()
     sync()
     start = time.perf_counter()
-    out = pipe(image=image, num_inference_steps=steps, generator=torch.Generator("cpu").manual_seed(0),
-               panorama=width == 2 * height, callback_on_step_end=on_step)
+    out = pipe(
+        image=image,
+        num_inference_steps=steps,
+        generator=torch.Generator("cpu").manual_seed(0),
+        panorama=width == 2 * height,
+        callback_on_step_end=on_step,
+    )
     sync()
     total = time.perf_counter() - start
     intervals = np.diff(stamps)
@@ -110,15 +115,23 @@ def main(argv: list[str] | None = None) -> int:
         report.update(gpu=False, message="no CUDA GPU present: nothing was measured")
     else:
         dtype = torch.float16 if device.type == "cuda" else torch.float32
-        report.update(gpu=device.type == "cuda", device=torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-                      dtype=str(dtype).removeprefix("torch."), steps_per_loop=args.steps, loops=2, denoisers="highlight+shadow")
+        report.update(
+            gpu=device.type == "cuda",
+            device=torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+            dtype=str(dtype).removeprefix("torch."),
+            steps_per_loop=args.steps,
+            loops=2,
+            denoisers="highlight+shadow",
+        )
         pipe = build_pipeline(args.tiny, device, dtype)
         measure(pipe, 512 if not args.tiny else 64, 512 if not args.tiny else 64, 2, device)  # warm-up
         sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
         report["runs"] = [measure(pipe, h, w, args.steps, device) for w, h in sizes]
         target = next((r for r in report["runs"] if r["size"] == TARGET["size"]), None)
         if target is not None and report["gpu"]:
-            report["target"] = dict(TARGET, met=target["total_seconds"] <= TARGET["seconds"] and target["peak_vram_gb"] <= TARGET["vram_gb"])
+            report["target"] = dict(
+                TARGET, met=target["total_seconds"] <= TARGET["seconds"] and target["peak_vram_gb"] <= TARGET["vram_gb"]
+            )
     text = json.dumps(report, indent=2)
     print(text)
     if args.out:

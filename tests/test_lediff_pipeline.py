@@ -88,10 +88,14 @@ class TestITM:
 
     def test_seeded_slice(self, highlight):
         """A 3x3 corner of the log-HDR, as diffusers' tests pin outputs (atol covers BLAS differences)."""
-        out = highlight(image=_ldr(), num_inference_steps=STEPS, generator=torch.Generator().manual_seed(0), blend_input=False)
+        out = highlight(
+            image=_ldr(), num_inference_steps=STEPS, generator=torch.Generator().manual_seed(0), blend_input=False
+        )
         corner = np.log(out.images[0, -3:, -3:, 0])
         assert np.isfinite(corner).all()
-        again = highlight(image=_ldr(), num_inference_steps=STEPS, generator=torch.Generator().manual_seed(0), blend_input=False)
+        again = highlight(
+            image=_ldr(), num_inference_steps=STEPS, generator=torch.Generator().manual_seed(0), blend_input=False
+        )
         np.testing.assert_allclose(np.log(again.images[0, -3:, -3:, 0]), corner, atol=1e-2)
 
     def test_guidance_one_means_no_guidance(self, highlight, monkeypatch):
@@ -143,8 +147,13 @@ class TestPanorama:
         image = np.repeat(gray[..., None], 3, axis=2).clip(0, 1).astype(np.float32)
         scores = []
         for seed in range(8):
-            out = highlight(image=image, num_inference_steps=1, generator=torch.Generator().manual_seed(seed),
-                            panorama=True, blend_input=False)
+            out = highlight(
+                image=image,
+                num_inference_steps=1,
+                generator=torch.Generator().manual_seed(seed),
+                panorama=True,
+                blend_input=False,
+            )
             assert out.images.shape == (1, height, width, 3) and np.isfinite(out.images).all()
             log = np.log(out.images[0].mean(axis=2))
             wrapped = np.concatenate([log, log[:, :1]], axis=1)
@@ -168,7 +177,9 @@ class TestPanorama:
 
 class TestText2HDR:
     def test_panorama(self, full):
-        hdr = lediff_text2hdr("a sunset over the beach", width=128, height=64, pipeline=full, steps=STEPS, seed=0, panorama=True)
+        hdr = lediff_text2hdr(
+            "a sunset over the beach", width=128, height=64, pipeline=full, steps=STEPS, seed=0, panorama=True
+        )
         assert hdr.shape == (64, 128, 3) and np.isfinite(hdr).all() and (hdr > 0).all()
 
     def test_needs_the_base_model(self, highlight):
@@ -189,11 +200,20 @@ class TestControl:
         assert {c[0] for c in calls[:-1]} == {"highlight 1/2", "highlight 2/2"}
         assert calls[-1] == ("done", total, total)
 
+    def test_previews_every_n_steps(self, highlight):
+        previews = []
+        lediff_itm(_ldr(), pipeline=highlight, steps=STEPS, seed=0, preview_every=2, preview=lambda *a: previews.append(a))
+        assert [p[1] for p in previews] == [2, 4, 6]
+        assert all(p[2].shape == (12, 20, 3) and p[2].dtype == np.float32 for p in previews)
+        assert all(0 <= p[2].min() and p[2].max() <= 1 for p in previews)
+
     def test_cancel_within_one_step(self, highlight, monkeypatch):
         shapes = _unet_inputs(highlight, monkeypatch)
         polls = []
         with pytest.raises(errors.Cancelled):
-            lediff_itm(_ldr(), pipeline=highlight, steps=5, seed=0, should_cancel=lambda: polls.append(1) or len(polls) >= 2)
+            lediff_itm(
+                _ldr(), pipeline=highlight, steps=5, seed=0, should_cancel=lambda: polls.append(1) or len(polls) >= 2
+            )
         per_step = len(shapes) // 2
         assert len(polls) == 2 and len(shapes) == 2 * per_step
 
@@ -212,8 +232,21 @@ class TestControl:
         embeds = highlight.encode_prompt(highlight.text_encoder, highlight.tokenizer, "", "", False)
 
         def loop():
-            return highlight._denoise("test", highlight.highlight_unet, condition, embeds, condition.shape, 3, 1.0,
-                                      torch.Generator().manual_seed(1), False, 8, {}, None, [])
+            return highlight._denoise(
+                "test",
+                highlight.highlight_unet,
+                condition,
+                embeds,
+                condition.shape,
+                3,
+                1.0,
+                torch.Generator().manual_seed(1),
+                False,
+                8,
+                {},
+                None,
+                [],
+            )
 
         torch.testing.assert_close(loop(), loop(), atol=0, rtol=0)
 
@@ -251,7 +284,9 @@ class TestTiling:
         x = torch.rand(1, 1, 16, 64) + 1.0
         kernel = torch.ones(1, 1, 3, 3) / 9
         blur = lambda t: torch.nn.functional.conv2d(t, kernel, padding=1)  # noqa: E731
-        circular = torch.nn.functional.conv2d(torch.nn.functional.pad(x, (1, 1, 0, 0), mode="circular"), kernel, padding=(1, 0))
+        circular = torch.nn.functional.conv2d(
+            torch.nn.functional.pad(x, (1, 1, 0, 0), mode="circular"), kernel, padding=(1, 0)
+        )
         seam = [0, -1]
         wrapped = map_tiles(blur, [x], (16, 16), 4, wrap=True)[..., seam]
         plain = map_tiles(blur, [x], (16, 16), 4, wrap=False)[..., seam]
@@ -283,8 +318,23 @@ def test_text2hdr_command_writes_an_exr(tiny_root, tmp_path, capsys):
     from lediff_backend.hdr.exr import read_exr
 
     output = tmp_path / "sky.exr"
-    argv = ["text2hdr", "a sunset", "-o", str(output), "--model-dir", str(tiny_root), "--width", "128",
-            "--height", "64", "--panorama", "--steps", "1", "--device", "cpu"]
+    argv = [
+        "text2hdr",
+        "a sunset",
+        "-o",
+        str(output),
+        "--model-dir",
+        str(tiny_root),
+        "--width",
+        "128",
+        "--height",
+        "64",
+        "--panorama",
+        "--steps",
+        "1",
+        "--device",
+        "cpu",
+    ]
     assert main(argv) == 0
     pixels, header = read_exr(output)
     assert pixels.shape == (64, 128, 3) and np.isfinite(pixels).all()

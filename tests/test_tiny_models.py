@@ -59,7 +59,10 @@ def test_official_layouts(tiny_root):
     for name, channels in (("lediff-highlight", 8), ("lediff-shadow", 8), ("sd-base", 4)):
         assert json.loads((tiny_root / name / "unet/config.json").read_text())["in_channels"] == channels
     fusion = torch.load(tiny_root / "lediff-highlight/vae/merge_model.pth", weights_only=True)
-    assert {k: tuple(v.shape) for k, v in fusion.items()} == {"weight_conv.weight": (4, 1, 1, 1), "weight_conv.bias": (4,)}
+    assert {k: tuple(v.shape) for k, v in fusion.items()} == {
+        "weight_conv.weight": (4, 1, 1, 1),
+        "weight_conv.bias": (4,),
+    }
     assert weights.find_lediff_folders(tiny_root).shadow is not None
     assert weights.find_base_sd(model_dir=tiny_root) == tiny_root / "sd-base"
 

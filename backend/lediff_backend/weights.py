@@ -164,7 +164,11 @@ def _component_problems(folder: Path, unet_in_channels: int) -> list[str]:
     if not folder.is_dir():
         return [f"{folder}: folder missing"]
     _read_json(folder / "model_index.json", problems)
-    for sub, weights in (("unet", _DIFFUSERS_WEIGHTS), ("vae", _DIFFUSERS_WEIGHTS), ("text_encoder", _TRANSFORMERS_WEIGHTS)):
+    for sub, weights in (
+        ("unet", _DIFFUSERS_WEIGHTS),
+        ("vae", _DIFFUSERS_WEIGHTS),
+        ("text_encoder", _TRANSFORMERS_WEIGHTS),
+    ):
         config = _read_json(folder / sub / "config.json", problems)
         if _first_existing(folder / sub, weights) is None:
             problems.append(f"{folder / sub / weights[0]}: missing (or {', '.join(weights[1:])})")
@@ -183,7 +187,8 @@ def _component_problems(folder: Path, unet_in_channels: int) -> list[str]:
 def _raise(spec: ModelSpec, folder: Path, problems: list[str]) -> None:
     if problems:
         lines = "\n  ".join(problems)
-        raise MissingWeights(f"{spec.title} at {folder} is incomplete:\n  {lines}\n{manual_instructions(spec.name, folder.parent, folder)}")
+        how = manual_instructions(spec.name, folder.parent, folder)
+        raise MissingWeights(f"{spec.title} at {folder} is incomplete:\n  {lines}\n{how}")
 
 
 def fusion_weights_path(folder: Path) -> Path | None:
@@ -227,9 +232,7 @@ def find_lediff_folders(
         if shadow is None and (root / "lediff-shadow").exists():
             shadow = root / "lediff-shadow"
     if highlight is None and shadow is None:
-        raise MissingWeights(
-            f"no LEDiff model in {root}.\n" + manual_instructions("lediff-highlight", root)
-        )
+        raise MissingWeights(f"no LEDiff model in {root}.\n" + manual_instructions("lediff-highlight", root))
     return LediffFolders(
         highlight=check_lediff_folder(highlight, "lediff-highlight") if highlight else None,
         shadow=check_lediff_folder(shadow, "lediff-shadow") if shadow else None,
@@ -371,7 +374,9 @@ def download_model(
         try:
             path = _hub_snapshot(spec, local_only=False)
         except Exception as exc:  # network, auth or disk errors: say what to do instead
-            raise MissingWeights(f"download of {spec.hub_id} failed ({exc}).\n{manual_instructions(name, root)}") from exc
+            raise MissingWeights(
+                f"download of {spec.hub_id} failed ({exc}).\n{manual_instructions(name, root)}"
+            ) from exc
         report("download", 1, 1)
         return check_sd_folder(path, name)
     target = root / spec.name
@@ -382,7 +387,9 @@ def download_model(
     try:
         import gdown
     except ImportError:
-        raise MissingWeights(f"the download needs gdown (pip install gdown).\n{manual_instructions(name, root)}") from None
+        raise MissingWeights(
+            f"the download needs gdown (pip install gdown).\n{manual_instructions(name, root)}"
+        ) from None
     root.mkdir(parents=True, exist_ok=True)
     archive = root / f".{spec.name}.zip"
     report("download", 0, 3)

@@ -16,7 +16,9 @@ from ..cli import SUCCESS
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("prompt", help="what to generate")
     parser.add_argument("-o", "--output", required=True, help="output image (.exr, .hdr or .png)")
-    parser.add_argument("--model-dir", help="models root or the LEDiff highlight model's folder (default: $LEDIFF_MODELS)")
+    parser.add_argument(
+        "--model-dir", help="models root or the LEDiff highlight model's folder (default: $LEDIFF_MODELS)"
+    )
     parser.add_argument("--shadow-model-dir", help="the LEDiff shadow model's folder")
     parser.add_argument("--base-model", help="base Stable Diffusion folder (default: sd-base in the models root)")
     parser.add_argument("--width", type=int, default=512, help="multiple of 8 (default: 512)")
@@ -24,7 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--panorama", action="store_true", help="2:1 equirectangular, wrapping in longitude")
     parser.add_argument("--steps", type=int, default=50, help="denoising steps per loop (default: 50)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    parser.add_argument("--guidance", type=float, default=7.5, help="classifier-free guidance; <= 1 turns it off (default: 7.5)")
+    parser.add_argument(
+        "--guidance", type=float, default=7.5, help="classifier-free guidance; <= 1 turns it off (default: 7.5)"
+    )
     parser.add_argument("--device", default="auto", help="auto, cuda, mps or cpu (default: auto)")
     parser.add_argument("--half", action="store_true", help="write half-float EXR")
 
@@ -44,12 +48,23 @@ def run(args: argparse.Namespace) -> int:
         print(f"\r{stage}: {step}/{total}", end="\n" if step == total else "", file=sys.stderr, flush=True)
 
     hdr = lediff_text2hdr(
-        args.prompt, width=args.width, height=args.height, model_dir=args.model_dir,
-        base_model_dir=args.base_model, shadow_model_dir=args.shadow_model_dir, steps=args.steps,
-        seed=args.seed, guidance=args.guidance, device=args.device, panorama=args.panorama, progress=progress,
+        args.prompt,
+        width=args.width,
+        height=args.height,
+        model_dir=args.model_dir,
+        base_model_dir=args.base_model,
+        shadow_model_dir=args.shadow_model_dir,
+        steps=args.steps,
+        seed=args.seed,
+        guidance=args.guidance,
+        device=args.device,
+        panorama=args.panorama,
+        progress=progress,
     )
     meta = summarize(hdr, panorama=args.panorama)
     meta.update(engine="lediff", prompt=args.prompt, seed=args.seed)
-    write_image(output, hdr, half=args.half, latlong=args.panorama, metadata={f"lediff:{k}": str(v) for k, v in meta.items()})
+    write_image(
+        output, hdr, half=args.half, latlong=args.panorama, metadata={f"lediff:{k}": str(v) for k, v in meta.items()}
+    )
     print(output)
     return SUCCESS

@@ -4,4 +4,5 @@
 - ``lediff_engine``: load the official folders; ``lediff_itm`` / ``lediff_text2hdr`` on numpy.
 - ``tiling``: overlapping, longitude-wrapping tiles (latent windows, tiled VAE).
 - ``itm_blend``: keep the unclipped input pixels (the paper's ITM blend).
+- ``previews``: approximate RGB of a latent for progress previews.
 """

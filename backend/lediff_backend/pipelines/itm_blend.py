@@ -29,7 +29,9 @@ def clip_mask(ldr: torch.Tensor, shadows: bool = False, threshold: float = THRES
     return mask
 
 
-def fit_gamma_exposure(ldr: torch.Tensor, hdr: torch.Tensor, valid: torch.Tensor, steps: int = 21) -> tuple[float, float]:
+def fit_gamma_exposure(
+    ldr: torch.Tensor, hdr: torch.Tensor, valid: torch.Tensor, steps: int = 21
+) -> tuple[float, float]:
     """Least-squares (γ, e) of ``hdr ≈ ldr^γ · 2^e`` over the pixels where ``valid`` (N,1,H,W) is true.
 
     For each γ on a grid over ``GAMMA_RANGE`` the best scale has a closed form; the pair with the

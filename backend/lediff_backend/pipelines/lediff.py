@@ -93,7 +93,9 @@ class LEDiffPipeline(DiffusionPipeline):
             raise ValueError("LEDiffPipeline needs a highlight_unet, a shadow_unet, or both")
         for name, unet in (("highlight_unet", highlight_unet), ("shadow_unet", shadow_unet)):
             if unet is not None and unet.config.in_channels != 2 * vae.config.latent_channels:
-                raise ValueError(f"{name} has {unet.config.in_channels} input channels; LEDiff needs noisy + condition latents")
+                raise ValueError(
+                    f"{name} has {unet.config.in_channels} input channels; LEDiff needs noisy + condition latents"
+                )
         self.register_modules(
             vae=vae,
             text_encoder=text_encoder,
@@ -129,7 +131,18 @@ class LEDiffPipeline(DiffusionPipeline):
 
     # -- inputs ---------------------------------------------------------------------------------
 
-    def check_inputs(self, image, latents, prompt, height, width, num_inference_steps, guidance_scale, output_type, callback_on_step_end_tensor_inputs):
+    def check_inputs(
+        self,
+        image,
+        latents,
+        prompt,
+        height,
+        width,
+        num_inference_steps,
+        guidance_scale,
+        output_type,
+        callback_on_step_end_tensor_inputs,
+    ):
         given = sum(x is not None for x in (image, latents))
         if given > 1:
             raise ValueError("pass either `image` (LDR -> HDR) or `latents` (an input latent), not both")
@@ -139,11 +152,17 @@ class LEDiffPipeline(DiffusionPipeline):
             if not prompt:
                 raise ValueError("text -> HDR needs a `prompt`")
             if height is None or width is None or height % self.vae_scale_factor or width % self.vae_scale_factor:
-                raise ValueError(f"`height` and `width` must be multiples of {self.vae_scale_factor}, got {height}x{width}")
+                raise ValueError(
+                    f"`height` and `width` must be multiples of {self.vae_scale_factor}, got {height}x{width}"
+                )
         if image is not None and (image.ndim != 4 or image.shape[:2] != (1, 3)):
-            raise ValueError(f"`image` must be one RGB image, (1, 3, H, W) or (H, W, 3); got shape {tuple(image.shape)}")
+            raise ValueError(
+                f"`image` must be one RGB image, (1, 3, H, W) or (H, W, 3); got shape {tuple(image.shape)}"
+            )
         if latents is not None and (latents.ndim != 4 or latents.shape[:2] != (1, self.vae.config.latent_channels)):
-            raise ValueError(f"`latents` must be (1, {self.vae.config.latent_channels}, h, w); got {tuple(latents.shape)}")
+            raise ValueError(
+                f"`latents` must be (1, {self.vae.config.latent_channels}, h, w); got {tuple(latents.shape)}"
+            )
         if not isinstance(prompt, str):
             raise ValueError("`prompt` must be one string")
         if num_inference_steps < 1:
@@ -154,7 +173,9 @@ class LEDiffPipeline(DiffusionPipeline):
             raise ValueError(f"`output_type` must be 'np', 'pt' or 'latent', got {output_type!r}")
         unknown = [k for k in callback_on_step_end_tensor_inputs if k not in self._callback_tensor_inputs]
         if unknown:
-            raise ValueError(f"`callback_on_step_end_tensor_inputs` must be in {self._callback_tensor_inputs}, got {unknown}")
+            raise ValueError(
+                f"`callback_on_step_end_tensor_inputs` must be in {self._callback_tensor_inputs}, got {unknown}"
+            )
 
     @staticmethod
     def image_to_tensor(image: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -167,7 +188,9 @@ class LEDiffPipeline(DiffusionPipeline):
     def encode_prompt(self, text_encoder, tokenizer, prompt: str, negative_prompt: str, do_cfg: bool) -> torch.Tensor:
         """CLIP hidden states, (2, L, D) as [negative, prompt] with guidance, else (1, L, D)."""
         texts = [negative_prompt, prompt] if do_cfg else [prompt]
-        ids = tokenizer(texts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt").input_ids
+        ids = tokenizer(
+            texts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
+        ).input_ids
         return text_encoder(ids.to(text_encoder.device))[0]
 
     # -- latent space -----------------------------------------------------------------------------
@@ -220,8 +243,22 @@ class LEDiffPipeline(DiffusionPipeline):
         window = unet.config.sample_size
         return map_tiles(predict, inputs, (window, window), window // 4, wrap, batch=window_batch).to(latents.dtype)
 
-    def _denoise(self, stage, unet, condition, embeds, shape, num_inference_steps, guidance_scale, generator,
-                 wrap, window_batch, extra_step_kwargs, callback_on_step_end, callback_tensor_inputs) -> torch.Tensor | None:
+    def _denoise(
+        self,
+        stage,
+        unet,
+        condition,
+        embeds,
+        shape,
+        num_inference_steps,
+        guidance_scale,
+        generator,
+        wrap,
+        window_batch,
+        extra_step_kwargs,
+        callback_on_step_end,
+        callback_tensor_inputs,
+    ) -> torch.Tensor | None:
         """One full denoising loop from fresh noise; None when interrupted."""
         if self.interrupt:
             return None
@@ -242,7 +279,9 @@ class LEDiffPipeline(DiffusionPipeline):
             self._step += 1
         return None if self.interrupt else latents
 
-    def expand_exposures(self, source: torch.Tensor, run: Callable[..., torch.Tensor | None]) -> list[torch.Tensor] | None:
+    def expand_exposures(
+        self, source: torch.Tensor, run: Callable[..., torch.Tensor | None]
+    ) -> list[torch.Tensor] | None:
         """The latent bracket, darkest first, from ``source`` (see the module docstring)."""
         if self.highlight_unet is not None and self.shadow_unet is not None:
             darker = run("highlight", self.highlight_unet, source)
@@ -295,7 +334,17 @@ class LEDiffPipeline(DiffusionPipeline):
         if image is not None:
             image = self.image_to_tensor(image)
         # 1. Check inputs
-        self.check_inputs(image, latents, prompt, height, width, num_inference_steps, guidance_scale, output_type, callback_on_step_end_tensor_inputs)
+        self.check_inputs(
+            image,
+            latents,
+            prompt,
+            height,
+            width,
+            num_inference_steps,
+            guidance_scale,
+            output_type,
+            callback_on_step_end_tensor_inputs,
+        )
         # 2. Call parameters
         device = self._execution_device
         self._interrupt = False
@@ -311,8 +360,19 @@ class LEDiffPipeline(DiffusionPipeline):
 
         def run(stage, unet, condition, shape=None, states=embeds, scale=guidance_scale):
             return self._denoise(
-                stage, unet, condition, states, shape or condition.shape, num_inference_steps, scale, generator,
-                panorama, window_batch, extra_step_kwargs, callback_on_step_end, callback_on_step_end_tensor_inputs,
+                stage,
+                unet,
+                condition,
+                states,
+                shape or condition.shape,
+                num_inference_steps,
+                scale,
+                generator,
+                panorama,
+                window_batch,
+                extra_step_kwargs,
+                callback_on_step_end,
+                callback_on_step_end_tensor_inputs,
             )
 
         # 4. The input latent: encoded image, given latent, or generated from the prompt
@@ -324,7 +384,9 @@ class LEDiffPipeline(DiffusionPipeline):
             source = latents.to(device, torch.float32)
         else:
             base_cfg = base_guidance_scale > 1.0 and prompt != negative_prompt
-            base_embeds = self.encode_prompt(self.base_text_encoder, self.base_tokenizer, prompt, negative_prompt, base_cfg)
+            base_embeds = self.encode_prompt(
+                self.base_text_encoder, self.base_tokenizer, prompt, negative_prompt, base_cfg
+            )
             f = self.vae_scale_factor
             shape = (1, self.vae.config.latent_channels, height // f, width // f)
             source = run("generate", self.base_unet, None, shape, base_embeds, base_guidance_scale)

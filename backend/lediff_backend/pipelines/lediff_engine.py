@@ -8,7 +8,9 @@ and get back plain numpy arrays and map nothing themselves: user-facing failures
 - ``load_lediff_pipeline(model_dir, shadow_model_dir, device, dtype, base_model_dir)``: one
   ``LEDiffPipeline`` from the model folders; cheap to cache by its arguments.
 - ``lediff_itm(ldr, ...)`` and ``lediff_text2hdr(prompt, ...)``: one image each, with
-  ``progress(stage, step, total)`` and ``should_cancel()`` polled after every denoising step.
+  ``progress(stage, step, total)`` and ``should_cancel()`` polled after every denoising step,
+  and ``preview(stage, step, rgb)`` every ``preview_every`` steps (``rgb``: an approximate
+  display-encoded (h, w, 3) float32 image of the current latent, 1/8 of the output size).
 """
 
 from __future__ import annotations
@@ -23,11 +25,13 @@ import torch
 
 from .. import errors, weights
 from .lediff import LEDiffPipeline
+from .previews import latent_preview
 
 __all__ = ["resolve_device", "default_dtype", "load_lediff_pipeline", "lediff_itm", "lediff_text2hdr"]
 
 Progress = Callable[[str, int, int], None]
 ShouldCancel = Callable[[], bool]
+Preview = Callable[[str, int, np.ndarray], None]
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -52,7 +56,9 @@ def _loading(folder: os.PathLike) -> Iterator[None]:
     try:
         yield
     except (OSError, ValueError, RuntimeError, KeyError) as exc:
-        raise errors.MissingWeights(f"{folder}: the model files cannot be loaded ({type(exc).__name__}: {exc})") from exc
+        raise errors.MissingWeights(
+            f"{folder}: the model files cannot be loaded ({type(exc).__name__}: {exc})"
+        ) from exc
 
 
 def _load_unet(folder, dtype):
@@ -114,7 +120,9 @@ def load_lediff_pipeline(
     if text2hdr:
         base_folder = weights.find_base_sd(base_model_dir, model_dir)
         base_text, base_tokenizer = _load_text(base_folder, dtype)
-        base = dict(base_unet=_load_unet(base_folder, dtype), base_text_encoder=base_text, base_tokenizer=base_tokenizer)
+        base = dict(
+            base_unet=_load_unet(base_folder, dtype), base_text_encoder=base_text, base_tokenizer=base_tokenizer
+        )
     pipe = LEDiffPipeline(
         vae=vae,
         text_encoder=text_encoder,
@@ -129,12 +137,22 @@ def load_lediff_pipeline(
     return pipe.to(device)
 
 
-def _run(pipe: LEDiffPipeline, progress: Progress | None, should_cancel: ShouldCancel | None, seed: int, **kwargs) -> np.ndarray:
-    """Call ``pipe`` with progress and cancel wired to its step callback; map failures to errors."""
+def _run(
+    pipe: LEDiffPipeline,
+    seed: int,
+    progress: Progress | None,
+    should_cancel: ShouldCancel | None,
+    preview: Preview | None,
+    preview_every: int,
+    **kwargs,
+) -> np.ndarray:
+    """Call ``pipe`` with progress, previews and cancel wired to its step callback; map failures to errors."""
 
     def on_step(p: LEDiffPipeline, step: int, t, tensors: dict) -> dict:
         if progress is not None:
             progress(p.stage, step + 1, p.num_timesteps)
+        if preview is not None and preview_every > 0 and (step + 1) % preview_every == 0:
+            preview(p.stage, step + 1, latent_preview(tensors["latents"]))
         if should_cancel is not None and should_cancel():
             p._interrupt = True
         return {}
@@ -173,6 +191,8 @@ def lediff_itm(
     prompt: str = "",
     progress: Progress | None = None,
     should_cancel: ShouldCancel | None = None,
+    preview: Preview | None = None,
+    preview_every: int = 0,
     pipeline: LEDiffPipeline | None = None,
 ) -> np.ndarray:
     """LDR -> HDR: (H, W, 3) display-encoded [0, 1] -> (H, W, 3) float32 scene-linear, same size.
@@ -182,8 +202,19 @@ def lediff_itm(
     """
     ldr = _check_ldr(ldr_encoded)
     pipe = pipeline or load_lediff_pipeline(model_dir, shadow_model_dir, device)
-    return _run(pipe, progress, should_cancel, seed, image=ldr, prompt=prompt, num_inference_steps=steps,
-                guidance_scale=guidance, panorama=panorama)
+    return _run(
+        pipe,
+        seed,
+        progress,
+        should_cancel,
+        preview,
+        preview_every,
+        image=ldr,
+        prompt=prompt,
+        num_inference_steps=steps,
+        guidance_scale=guidance,
+        panorama=panorama,
+    )
 
 
 def lediff_text2hdr(
@@ -201,6 +232,8 @@ def lediff_text2hdr(
     panorama: bool = False,
     progress: Progress | None = None,
     should_cancel: ShouldCancel | None = None,
+    preview: Preview | None = None,
+    preview_every: int = 0,
     pipeline: LEDiffPipeline | None = None,
 ) -> np.ndarray:
     """Text -> HDR: (height, width, 3) float32 scene-linear. Sizes must be multiples of 8.
@@ -212,6 +245,21 @@ def lediff_text2hdr(
         raise errors.BadInput("text2hdr needs a prompt")
     if width % 8 or height % 8 or min(width, height) < 64:
         raise errors.BadInput(f"width and height must be multiples of 8 and at least 64, got {width}x{height}")
-    pipe = pipeline or load_lediff_pipeline(model_dir, shadow_model_dir, device, text2hdr=True, base_model_dir=base_model_dir)
-    return _run(pipe, progress, should_cancel, seed, prompt=prompt, width=width, height=height, num_inference_steps=steps,
-                base_guidance_scale=guidance, guidance_scale=guidance, panorama=panorama)
+    pipe = pipeline or load_lediff_pipeline(
+        model_dir, shadow_model_dir, device, text2hdr=True, base_model_dir=base_model_dir
+    )
+    return _run(
+        pipe,
+        seed,
+        progress,
+        should_cancel,
+        preview,
+        preview_every,
+        prompt=prompt,
+        width=width,
+        height=height,
+        num_inference_steps=steps,
+        base_guidance_scale=guidance,
+        guidance_scale=guidance,
+        panorama=panorama,
+    )

@@ -79,18 +79,20 @@ def map_tiles(
     batch = math.ceil(len(boxes) / math.ceil(len(boxes) / batch))  # equal chunks: 9 tiles by 8 -> 5 + 4
     for first in range(0, len(boxes), batch):
         chunk = boxes[first : first + batch]
-        col_index = [torch.arange(c, c + tw, device=device) % width for _, c in chunk]
         tiles = [
-            torch.cat([x[..., r : r + th, :].index_select(-1, idx) for (r, _), idx in zip(chunk, col_index)])
+            torch.cat([x[..., r : r + th, :].index_select(-1, _columns(c, tw, width, device)) for r, c in chunk])
             for x in inputs
         ]
         output = fn(*tiles)
-        out_dtype = output.dtype
-        outputs = output.float().split(inputs[0].shape[0])
         if result is None:
             result = torch.zeros(inputs[0].shape[0], output.shape[1], oh, ow, device=device)
-        for (r, c), out in zip(chunk, outputs):
-            orow, out_cols = round(r * scale), torch.arange(round(c * scale), round(c * scale) + otw, device=device) % ow
-            result[..., orow : orow + oth, :].index_add_(-1, out_cols, out * weight)
-            total[..., orow : orow + oth, :].index_add_(-1, out_cols, weight.expand(1, 1, oth, otw))
-    return (result / total).to(out_dtype)
+        for (r, c), out in zip(chunk, output.float().split(inputs[0].shape[0]), strict=True):
+            orow, ocols = round(r * scale), _columns(round(c * scale), otw, ow, device)
+            result[..., orow : orow + oth, :].index_add_(-1, ocols, out * weight)
+            total[..., orow : orow + oth, :].index_add_(-1, ocols, weight.expand(1, 1, oth, otw))
+    return (result / total).to(output.dtype)
+
+
+def _columns(start: int, size: int, width: int, device) -> torch.Tensor:
+    """Column indices of a tile starting at ``start``, wrapping past the right edge."""
+    return torch.arange(start, start + size, device=device) % width

@@ -24,7 +24,15 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["ModelShapes", "TINY", "SD15", "write_tokenizer", "build_components", "write_tiny_models", "ensure_tiny_models"]
+__all__ = [
+    "ModelShapes",
+    "TINY",
+    "SD15",
+    "write_tokenizer",
+    "build_components",
+    "write_tiny_models",
+    "ensure_tiny_models",
+]
 
 # Bump when the folders' contents change, so cached roots are rewritten.
 TINY_VERSION = 1
@@ -63,7 +71,9 @@ TINY = ModelShapes(
         latent_channels=4,
         sample_size=64,
     ),
-    text_encoder=dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4, projection_dim=32),
+    text_encoder=dict(
+        hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4, projection_dim=32
+    ),
 )
 
 # Stable Diffusion 1.5's shapes (the official LEDiff models are fine-tuned from SD-class models).
@@ -86,7 +96,12 @@ SD15 = ModelShapes(
         sample_size=512,
     ),
     text_encoder=dict(
-        hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12, projection_dim=768, vocab_size=49408
+        hidden_size=768,
+        intermediate_size=3072,
+        num_hidden_layers=12,
+        num_attention_heads=12,
+        projection_dim=768,
+        vocab_size=49408,
     ),
 )
 
@@ -104,7 +119,9 @@ _SCHEDULER_CONFIG = dict(
 
 def _byte_alphabet() -> list[str]:
     """GPT-2/CLIP byte-level alphabet: one printable character per byte value."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    printable = (
+        list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    )
     extra = (b for b in range(256) if b not in printable)
     chars = {b: chr(b) for b in printable}
     chars.update({b: chr(256 + i) for i, b in enumerate(extra)})
@@ -133,7 +150,9 @@ def write_tokenizer(folder: Path, words: tuple[str, ...] = _WORDS) -> int:
     ids = {token: i for i, token in enumerate(dict.fromkeys(vocab))}
     (folder / "vocab.json").write_text(json.dumps(ids, ensure_ascii=False), encoding="utf-8")
     (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8")
-    specials = dict(bos_token="<|startoftext|>", eos_token="<|endoftext|>", unk_token="<|endoftext|>", pad_token="<|endoftext|>")
+    specials = dict(
+        bos_token="<|startoftext|>", eos_token="<|endoftext|>", unk_token="<|endoftext|>", pad_token="<|endoftext|>"
+    )
     (folder / "special_tokens_map.json").write_text(json.dumps(specials), encoding="utf-8")
     config = dict(specials, tokenizer_class="CLIPTokenizer", model_max_length=_MAX_TOKENS, do_lower_case=True)
     (folder / "tokenizer_config.json").write_text(json.dumps(config), encoding="utf-8")
@@ -146,7 +165,10 @@ def build_components(shapes: ModelShapes, unet_in_channels: int, seed: int, voca
     from transformers import CLIPTextConfig, CLIPTextModel
 
     text_config = dict(vocab_size=vocab_size, max_position_embeddings=_MAX_TOKENS, **shapes.text_encoder)
-    text_config["bos_token_id"], text_config["eos_token_id"] = text_config["vocab_size"] - 2, text_config["vocab_size"] - 1
+    text_config["bos_token_id"], text_config["eos_token_id"] = (
+        text_config["vocab_size"] - 2,
+        text_config["vocab_size"] - 1,
+    )
     text_config["pad_token_id"] = text_config["eos_token_id"]
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(in_channels=unet_in_channels, out_channels=4, **shapes.unet)
