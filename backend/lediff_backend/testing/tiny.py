@@ -101,7 +101,6 @@ SD15 = ModelShapes(
         num_hidden_layers=12,
         num_attention_heads=12,
         projection_dim=768,
-        vocab_size=49408,
     ),
 )
 
