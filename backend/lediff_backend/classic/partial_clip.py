@@ -31,10 +31,23 @@ class ClipMasks:
         self.all = red & green & blue
 
 
-def _block_mean(image: np.ndarray, factor: int) -> np.ndarray:
-    height, width = (image.shape[0] // factor) * factor, (image.shape[1] // factor) * factor
-    blocks = image[:height, :width].reshape(height // factor, factor, width // factor, factor, -1)
-    return blocks.mean(axis=(1, 3), dtype=np.float32)
+def _weighted_chroma_blocks(linear: np.ndarray, usable: np.ndarray, factor: int) -> np.ndarray:
+    """Block means of (chroma·usable, usable), 4 channels, computed strip by strip.
+
+    Strips keep the full-size temporaries small on 8K panoramas.
+    """
+    height, width = (linear.shape[0] // factor) * factor, (linear.shape[1] // factor) * factor
+    out = np.empty((height // factor, width // factor, 4), dtype=np.float32)
+    strip = factor * max(1, 64 // factor)
+    for top in range(0, height, strip):
+        rows = slice(top, min(top + strip, height))
+        pixels = linear[rows, :width]
+        weight = usable[rows, :width, None].astype(np.float32)
+        chroma = pixels / np.maximum(luminance(pixels), 1e-6)[..., None]
+        stacked = np.concatenate([chroma * weight, weight], axis=-1)
+        blocks = stacked.reshape(stacked.shape[0] // factor, factor, width // factor, factor, 4)
+        out[top // factor : (rows.stop + factor - 1) // factor] = blocks.mean(axis=(1, 3))
+    return out
 
 
 def _reference_chroma(linear: np.ndarray, usable: np.ndarray, wrap: bool) -> np.ndarray:
@@ -43,10 +56,7 @@ def _reference_chroma(linear: np.ndarray, usable: np.ndarray, wrap: bool) -> np.
     A normalised Gaussian on a copy about ``CHROMA_WIDTH`` wide carries the colour of the
     unclipped surroundings a few degrees into clipped areas.
     """
-    factor = max(1, linear.shape[1] // CHROMA_WIDTH)
-    chroma = linear / np.maximum(luminance(linear), 1e-6)[..., None]
-    weight = usable[..., None].astype(np.float32)
-    small = _block_mean(np.concatenate([chroma * weight, weight], axis=-1), factor)
+    small = _weighted_chroma_blocks(linear, usable, max(1, linear.shape[1] // CHROMA_WIDTH))
     mode = ("nearest", "wrap" if wrap else "nearest", "constant")
     blurred = ndimage.gaussian_filter(small, sigma=(2.0, 2.0, 0.0), mode=mode)
     return blurred[..., :3] / np.maximum(blurred[..., 3:], 1e-6)

@@ -374,8 +374,15 @@ def cubemap_to_equirect(faces: np.ndarray, height: int, width: int) -> np.ndarra
 
 
 def _area_average(image: np.ndarray, size: int, axis: int) -> np.ndarray:
-    """Shrink ``axis`` to ``size`` samples, each the exact mean over its footprint."""
+    """Shrink ``axis`` to ``size`` samples, each the exact mean over its footprint.
+
+    A whole shrink factor reshapes and averages in float32 (fast, little memory on 8K
+    panoramas); other factors integrate in float64.
+    """
     n = image.shape[axis]
+    if n % size == 0:
+        shape = image.shape[:axis] + (size, n // size) + image.shape[axis + 1 :]
+        return image.reshape(shape).mean(axis=axis + 1, dtype=np.float32)
     integral = np.cumsum(image, axis=axis, dtype=np.float64)
     integral = np.concatenate([np.zeros_like(integral.take([0], axis=axis)), integral], axis=axis)
     edges = np.arange(size + 1) * (n / size)
