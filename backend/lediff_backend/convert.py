@@ -1,11 +1,13 @@
 """LDR image -> HDR EXR: the service behind ``lediff convert`` and the server's ``convert`` job.
 
-Engines are plain functions registered in ``ENGINES``; ``auto`` takes the best one whose
-weights are present, and the weight-free classic engine otherwise.
+Engines are plain functions registered in ``ENGINES``; ``auto`` takes LEDiff when its weights
+are found (``model_dir`` or ``$LEDIFF_MODELS``), and the weight-free classic engine otherwise.
+Neural code is imported only when a neural engine runs.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Callable
 
@@ -17,7 +19,7 @@ from .hdr.imageio import read_image, write_image
 from .hdr.projection import resize_equirect
 from .hdr.summary import is_panorama, summarize
 
-__all__ = ["ENGINES", "convert_file", "convert_pixels", "resize_to_width"]
+__all__ = ["ENGINES", "convert_file", "convert_pixels", "resize_to_width", "resolve_engine", "write_result"]
 
 ProgressFn = Callable[[str, int, int], None]
 CancelFn = Callable[[], bool]
@@ -29,15 +31,30 @@ def _classic(encoded: np.ndarray, *, panorama: bool, sun_ev: float | None, progr
     return expand_ldr(encoded, panorama=panorama, sun_ev=sun_ev, progress=progress, should_cancel=should_cancel).hdr
 
 
-ENGINES: dict[str, Callable[..., np.ndarray]] = {"classic": _classic}
+def _lediff(encoded: np.ndarray, *, panorama: bool, sun_ev: float | None, progress, should_cancel, **options):
+    from .pipelines.lediff_engine import lediff_itm
+
+    return lediff_itm(encoded, panorama=panorama, progress=progress, should_cancel=should_cancel, **options)
 
 
-def _pick_engine(engine: str) -> Callable[..., np.ndarray]:
+ENGINES: dict[str, Callable[..., np.ndarray]] = {"classic": _classic, "lediff": _lediff}
+
+
+def resolve_engine(engine: str, model_dir: str | os.PathLike | None = None) -> str:
+    """The engine that runs: ``auto`` is ``lediff`` when its weights are found, else ``classic``."""
     if engine == "auto":
-        return ENGINES["classic"]
+        from .weights import lediff_available
+
+        return "lediff" if lediff_available(model_dir) else "classic"
     if engine not in ENGINES:
         raise BadRequest(f"unknown engine {engine!r}; choose from auto, {', '.join(ENGINES)}")
-    return ENGINES[engine]
+    return engine
+
+
+def write_result(output: str | os.PathLike, hdr: np.ndarray, meta: dict, *, half: bool = False) -> None:
+    """Write an HDR result with ``meta`` as ``lediff:*`` header attributes (JSON values)."""
+    header = {f"lediff:{key}": json.dumps(value) for key, value in meta.items()}
+    write_image(output, hdr, half=half, latlong=meta.get("panorama", False), metadata=header)
 
 
 def resize_to_width(pixels: np.ndarray, width: int) -> np.ndarray:
@@ -69,7 +86,7 @@ def convert_pixels(
     **engine_options,
 ) -> np.ndarray:
     """Display-encoded LDR pixels (HxWx3, [0, 1]) -> scene-linear HDR with the chosen engine."""
-    run = _pick_engine(engine)
+    run = ENGINES[resolve_engine(engine, engine_options.get("model_dir"))]
     if width is not None:
         if width < 16 or width > 16384:
             raise BadInput(f"width must be between 16 and 16384 pixels, not {width}")
@@ -93,10 +110,12 @@ def convert_file(
     """Convert an LDR image file to an HDR EXR (written atomically); returns its metadata.
 
     The metadata (size, peak, median, stops, sun for panoramas, engine) is also written into
-    the EXR header as ``lediff:*`` string attributes.
+    the EXR header as ``lediff:*`` attributes holding JSON. ``engine_options`` go to the
+    engine (LEDiff: ``model_dir``, ``shadow_model_dir``, ``steps``, ``seed``, ``guidance``,
+    ``device``, ``pipeline``).
     """
     output = check_writable_output(output_path)
-    _pick_engine(engine)
+    engine = resolve_engine(engine, engine_options.get("model_dir"))
     image = read_image(input_path)
     if image.is_hdr:
         raise BadInput(f"{input_path} is already HDR ({image.format}); apply it directly instead of converting")
@@ -105,8 +124,7 @@ def convert_file(
         should_cancel=should_cancel, **engine_options,
     )
     meta = summarize(hdr)
-    meta["engine"] = "classic" if engine == "auto" else engine
-    header = {f"lediff:{key}": str(value) for key, value in meta.items()}
-    write_image(output, hdr, half=half, latlong=meta["panorama"], metadata=header)
+    meta["engine"] = engine
+    write_result(output, hdr, meta, half=half)
     meta["output"] = str(output)
     return meta

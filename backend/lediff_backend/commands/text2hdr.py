@@ -34,9 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..convert import write_result
     from ..errors import BadInput
     from ..hdr.atomic import check_writable_output
-    from ..hdr.imageio import write_image
     from ..hdr.summary import summarize
     from ..pipelines.lediff_engine import lediff_text2hdr
 
@@ -63,8 +63,6 @@ def run(args: argparse.Namespace) -> int:
     )
     meta = summarize(hdr, panorama=args.panorama)
     meta.update(engine="lediff", prompt=args.prompt, seed=args.seed)
-    write_image(
-        output, hdr, half=args.half, latlong=args.panorama, metadata={f"lediff:{k}": str(v) for k, v in meta.items()}
-    )
+    write_result(output, hdr, meta, half=args.half)
     print(output)
     return SUCCESS
