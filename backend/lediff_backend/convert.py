@@ -52,8 +52,11 @@ def resolve_engine(engine: str, model_dir: str | os.PathLike | None = None) -> s
 
 
 def write_result(output: str | os.PathLike, hdr: np.ndarray, meta: dict, *, half: bool = False) -> None:
-    """Write an HDR result with ``meta`` as ``lediff:*`` header attributes (JSON values)."""
-    header = {f"lediff:{key}": json.dumps(value) for key, value in meta.items()}
+    """Write an HDR result with ``meta`` as ``lediff:*`` header attributes.
+
+    Strings are stored as they are, everything else as JSON (numbers, booleans, the sun dict).
+    """
+    header = {f"lediff:{key}": value if isinstance(value, str) else json.dumps(value) for key, value in meta.items()}
     write_image(output, hdr, half=half, latlong=meta.get("panorama", False), metadata=header)
 
 
@@ -110,7 +113,7 @@ def convert_file(
     """Convert an LDR image file to an HDR EXR (written atomically); returns its metadata.
 
     The metadata (size, peak, median, stops, sun for panoramas, engine) is also written into
-    the EXR header as ``lediff:*`` attributes holding JSON. ``engine_options`` go to the
+    the EXR header as ``lediff:*`` attributes (see ``write_result``). ``engine_options`` go to the
     engine (LEDiff: ``model_dir``, ``shadow_model_dir``, ``steps``, ``seed``, ``guidance``,
     ``device``, ``pipeline``).
     """
