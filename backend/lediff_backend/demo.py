@@ -51,7 +51,7 @@ from .sample_data import studiolight_path
 
 __all__ = ["DemoOutputs", "run_demo", "find_source_root", "incident_ev", "world_evs", "compose_side_by_side"]
 
-DEFAULT_HDRI = "sunrise"  # a low sun: long shadows, a sun glint in the chrome ball
+DEFAULT_HDRI = "city"  # a high sun in a hazy sky: hard shadows that an 8-bit photo loses
 DEFAULT_WIDTH = 1024
 DEFAULT_RENDER_SIZE = (320, 240)
 DEFAULT_SAMPLES = 32
