@@ -36,7 +36,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from .errors import BadInput, BadRequest
 from .jobs import JobRunner
-from .protocol import FILE, FILES, Done, Error, Event, Job, encode_line
+from .protocol import FILE, FILES, FOLDER, Done, Error, Event, Job, encode_line
 from .server import CHUNK, MAX_LINE, Session, stop_on_sigterm, take_stdout, wait_for_stop
 
 __all__ = ["serve_http", "parse_address"]
@@ -137,8 +137,8 @@ class _Server(ThreadingHTTPServer):
 
     def confine(self, job: Job) -> Job:
         """The job with its paths held to the work folder; BadRequest for any other path."""
-        if job.params.get("model_dir") is not None:
-            raise BadRequest("over HTTP the models folder is the server's own (lediff serve --model-dir)")
+        if job.paths(FOLDER):
+            raise BadRequest("over HTTP the model folders are the server's own (lediff serve --model-dir)")
         root = os.path.realpath(self.uploads)
         for name, path in job.paths(FILE, FILES):
             if os.path.commonpath([os.path.realpath(path), root]) != root:

@@ -2,13 +2,24 @@
 
 ``JobRunner.check`` does the file-system checks a job must pass before it is ``accepted``
 (input files exist, the output folder is writable); ``JobRunner.run`` calls the kind's handler
-with ``progress(stage, step, total)`` and ``should_cancel()``; ``JobRunner.failure`` maps any
-exception to a protocol error code and message. Engines are imported inside the handlers, so
-importing this module costs nothing (no numpy, no torch): the server says ``ready`` at once.
+with ``progress(stage, step, total, preview=None)`` and ``should_cancel()``; ``JobRunner.failure``
+maps any exception to a protocol error code and message. Engines are imported inside the
+handlers, so importing this module costs nothing (no numpy, no torch): the server says ``ready``
+at once.
+
+Neural jobs (``convert`` when its engine resolves to ``lediff``, ``text2hdr``) take their
+pipeline from ``PipelineCache``, keyed by (resolved model folders, device, dtype); a job that has
+to load one reports a ``load`` stage first, a warm job does not. ``should_cancel`` is polled after
+every denoising step. With ``preview_every`` > 0 the job rewrites ``<output stem>.preview.png``
+beside its output every that many steps and announces it in a progress event carrying
+``preview`` (the same stage, step and total as the step's own event); the preview is a working
+file: it is deleted when the job ends, however it ends. ``panorama`` (text -> HDR panorama) needs
+MVDiffusion, which is not built yet, and says so.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import gc
 import importlib.util
@@ -19,9 +30,9 @@ import re
 import sys
 import threading
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
-from .errors import BadInput, BadRequest, LediffError, MissingWeights
+from .errors import BadInput, BadRequest, LediffError, MissingWeights, OutOfMemory
 from .hdr.atomic import check_writable_output
 from .protocol import FILE, FILES, Job
 
@@ -29,12 +40,14 @@ __all__ = ["JobRunner", "PipelineCache", "available_devices"]
 
 log = logging.getLogger(__name__)
 
-ProgressFn = Callable[[str, int, int], None]
+ProgressFn = Callable[..., None]  # (stage, step, total, preview: str | None = None)
 CancelFn = Callable[[], bool]
 CacheKey = tuple[tuple[str, ...], str, str]  # (model folders, device, dtype)
 
 OOM_ADVICE = ("out of GPU memory: try a smaller width, device 'cpu', or CPU offload; "
               "cached pipelines were released")
+NEURAL_EXTRA = "pip install 'lediff-backend[neural]' (after torch for your GPU, see README)"
+LEDIFF_OPTIONS = ("steps", "seed", "guidance")  # job params handed to the engine as they are
 
 
 @functools.cache
@@ -109,8 +122,8 @@ class JobRunner:
             "convert": self._convert,
             "sun": self._sun,
             "merge": self._merge,
-            "panorama": self._neural,
-            "text2hdr": self._neural,
+            "panorama": self._panorama,
+            "text2hdr": self._text2hdr,
         }
 
     def resolved_device(self) -> str:
@@ -133,25 +146,28 @@ class JobRunner:
 
     def failure(self, exc: BaseException) -> tuple[str, str]:
         """(protocol error code, message) for an exception a job raised; frees memory on OOM."""
+        gpu_oom = isinstance(exc, OutOfMemory) or _is_cuda_oom(exc)
+        if gpu_oom or isinstance(exc, MemoryError):
+            self.cache.release()
+            return "out_of_memory", OOM_ADVICE if gpu_oom else "out of memory: try a smaller width"
         if isinstance(exc, LediffError):
             return exc.code, str(exc) or exc.code
-        if _is_cuda_oom(exc) or isinstance(exc, MemoryError):
-            self.cache.release()
-            return "out_of_memory", OOM_ADVICE if _is_cuda_oom(exc) else "out of memory: try a smaller width"
         log.error("job failed", exc_info=exc)
         return "internal", f"{type(exc).__name__}: {exc}"
 
     # Handlers ---------------------------------------------------------------------------------
 
     def _convert(self, job: Job, progress: ProgressFn, should_cancel: CancelFn) -> dict[str, Any]:
-        from .convert import convert_file
+        from .convert import convert_file, resolve_engine
 
         p = job.params
-        return convert_file(
-            p["input"], job.output, engine=p.get("engine", "auto"), width=p.get("width"),
-            half=p.get("half", False), sun_ev=p.get("sun_ev"), progress=progress,
-            should_cancel=should_cancel,
-        )
+        engine = resolve_engine(p.get("engine", "auto"), self._model_dir(p))
+        run = functools.partial(convert_file, p["input"], job.output, engine=engine, width=p.get("width"),
+                                half=p.get("half", False), sun_ev=p.get("sun_ev"))
+        if engine != "lediff":
+            return run(progress=progress, should_cancel=should_cancel)
+        with self._lediff_options(job, progress, should_cancel) as options:
+            return run(**options)
 
     def _sun(self, job: Job, progress: ProgressFn, should_cancel: CancelFn) -> dict[str, Any]:
         from .hdr.imageio import read_image
@@ -173,14 +189,117 @@ class JobRunner:
         raise BadRequest("merge: the bracket merge engine is not part of this backend yet; "
                          "merge the brackets elsewhere and submit a 'convert' or 'sun' job")
 
-    def _neural(self, job: Job, progress: ProgressFn, should_cancel: CancelFn) -> dict[str, Any]:
-        from .weights import find_lediff_folders, models_root
+    def _text2hdr(self, job: Job, progress: ProgressFn, should_cancel: CancelFn) -> dict[str, Any]:
+        from .convert import write_result
+        from .hdr.summary import summarize
 
-        root = models_root(job.params.get("model_dir") or self.model_dir)
-        find_lediff_folders(root)  # MissingWeights naming what to download and where to put it
-        needs = " and MVDiffusion's pano.ckpt" if job.kind == "panorama" else ""
-        raise MissingWeights(
-            f"{job.kind}: the LEDiff models in {root} are complete, but this backend has no neural "
-            f"{job.kind} pipeline yet (it will also need the neural extra, "
-            f"pip install 'lediff-backend[neural]'{needs}); use a 'convert' job meanwhile"
-        )
+        p = job.params
+        with self._lediff_options(job, progress, should_cancel, text2hdr=True) as options:
+            hdr = _lediff_engine().lediff_text2hdr(p["prompt"], width=p.get("width", 512),
+                                                    height=p.get("height", 512), **options)
+        meta = {**summarize(hdr), "engine": "lediff", "prompt": p["prompt"]}
+        write_result(job.output, hdr, meta)
+        return {**meta, "output": job.output}
+
+    def _panorama(self, job: Job, progress: ProgressFn, should_cancel: CancelFn) -> dict[str, Any]:
+        from .weights import find_lediff_folders
+
+        message = ("panorama: text -> HDR panorama runs MVDiffusion, which is not built yet in this "
+                   "backend; meanwhile make a flat HDR image with a 'text2hdr' job, or 'convert' a 360° photo")
+        try:
+            find_lediff_folders(self._model_dir(job.params))
+        except MissingWeights as exc:
+            message += f". The panorama will also need the LEDiff models: {exc}"
+        raise MissingWeights(message)
+
+    # LEDiff runs ------------------------------------------------------------------------------
+
+    def _model_dir(self, params: dict[str, Any]) -> str | None:
+        return params.get("model_dir") or self.model_dir
+
+    @contextlib.contextmanager
+    def _lediff_options(self, job: Job, progress: ProgressFn, should_cancel: CancelFn, *,
+                        text2hdr: bool = False) -> Iterator[dict[str, Any]]:
+        """The LEDiff engine options of a job: warm pipeline, its own steps/seed/guidance, progress,
+        cancel and previews. The preview file goes when the job ends, whichever way."""
+        p = job.params
+        previews = _Previews(job.output, progress)
+        every = max(p.get("preview_every") or 0, 0)
+        options = {name: p[name] for name in LEDIFF_OPTIONS if name in p}
+        options.update(pipeline=self._lediff_pipeline(p, progress, text2hdr), progress=previews.progress,
+                       should_cancel=should_cancel, preview=previews.show if every else None,
+                       preview_every=every)
+        try:
+            yield options
+        finally:
+            previews.remove()
+
+    def _lediff_pipeline(self, params: dict[str, Any], progress: ProgressFn, text2hdr: bool) -> Any:
+        """The warm LEDiff pipeline for these folders, device and dtype, loaded on first use."""
+        from .weights import find_base_sd, find_lediff_folders
+
+        engine = _lediff_engine()
+        model_dir, shadow_dir = self._model_dir(params), params.get("shadow_model_dir")
+        found = find_lediff_folders(model_dir, shadow_dir)  # MissingWeights naming the folder
+        base = find_base_sd(None, model_dir) if text2hdr else None
+        device = self._torch_device(params.get("device") or self.device)
+        dtype = engine.default_dtype(device)
+        folders = tuple(str(f) for f in (found.highlight, found.shadow, base) if f is not None)
+
+        def load() -> Any:
+            progress("load", 0, 1)
+            pipeline = engine.load_lediff_pipeline(model_dir, shadow_dir, device, dtype, text2hdr=text2hdr,
+                                                   base_model_dir=base)
+            progress("load", 1, 1)
+            return pipeline
+
+        return self.cache.get((folders, str(device), str(dtype).removeprefix("torch.")), load)
+
+    @staticmethod
+    def _torch_device(name: str) -> Any:
+        """``name`` as a torch device this machine has (``auto``: the best one), else BadInput."""
+        try:
+            device = _lediff_engine().resolve_device(name)
+        except RuntimeError as exc:
+            raise BadInput(f"unknown device {name!r}: {exc}") from None
+        if device.type not in available_devices():
+            raise BadInput(f"device {name!r} is not available here; available: {', '.join(available_devices())}")
+        return device
+
+
+def _lediff_engine() -> Any:
+    """The LEDiff engine module (imports torch and diffusers), or MissingWeights saying what to install."""
+    try:
+        from .pipelines import lediff_engine
+    except ImportError as exc:
+        raise MissingWeights(f"the LEDiff engine needs torch and diffusers ({exc}): {NEURAL_EXTRA}") from exc
+    return lediff_engine
+
+
+class _Previews:
+    """A neural job's preview PNG, ``<output stem>.preview.png`` beside its output.
+
+    ``progress`` passes step events through and remembers the total; ``show`` writes the PNG
+    (atomically) and sends a progress event with its path; ``remove`` deletes it if it was written.
+    """
+
+    def __init__(self, output: str, progress: ProgressFn) -> None:
+        self.path = Path(output).with_suffix(".preview.png")
+        self._progress = progress
+        self._total = 0
+        self._written = False
+
+    def progress(self, stage: str, step: int, total: int) -> None:
+        self._total = total
+        self._progress(stage, step, total)
+
+    def show(self, stage: str, step: int, rgb: Any) -> None:
+        from .hdr.ldr import write_png
+
+        write_png(self.path, rgb)
+        self._written = True
+        self._progress(stage, step, self._total, preview=str(self.path))
+
+    def remove(self) -> None:
+        if self._written:
+            self.path.unlink(missing_ok=True)

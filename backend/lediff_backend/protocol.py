@@ -54,9 +54,10 @@ COMMON_PARAMS = {
 }
 
 JOB_KINDS = {
-    "convert": KindSpec({"input": FILE}, {"width": COUNT, "half": BOOL, "sun_ev": NUMBER}),
+    "convert": KindSpec({"input": FILE}, {"width": COUNT, "half": BOOL, "sun_ev": NUMBER,
+                                          "shadow_model_dir": FOLDER}),
     "panorama": KindSpec({"prompt": TEXT}, {"image": FILE, "width": COUNT}),
-    "text2hdr": KindSpec({"prompt": TEXT}, {"width": COUNT, "height": COUNT}),
+    "text2hdr": KindSpec({"prompt": TEXT}, {"width": COUNT, "height": COUNT, "shadow_model_dir": FOLDER}),
     "merge": KindSpec({"inputs": FILES}, {"ev": NUMBERS}),
     "sun": KindSpec({"input": FILE}, writes_output=False),
 }

@@ -182,9 +182,9 @@ class Session:
                 self._cond.notify_all()
 
     def _run(self, entry: _Entry) -> Done | Error:
-        def progress(stage: str, step: int, total: int) -> None:
+        def progress(stage: str, step: int, total: int, preview: str | None = None) -> None:
             fraction = round(step / total, 4) if total > 0 else 0.0
-            self._send(Progress(entry.id, stage, step, total, fraction))
+            self._send(Progress(entry.id, stage, step, total, fraction, preview))
 
         start = time.perf_counter()
         try:
