@@ -10,7 +10,7 @@ needs ``Authorization: Bearer <token>`` (compared in constant time, else 401)::
 
 Client paths are never trusted: a job's input files must be uploads (files inside this server's
 work folder), its output is put in the work folder under the client's file name (sanitised),
-and ``model_dir`` is the server's own (``--model-dir``). The first stdout line is ``ready`` with
+and the model folders are the server's own (``--model-dir``). The first stdout line is ``ready`` with
 an extra ``url``. Binds a loopback address unless ``--allow-remote``.
 """
 
