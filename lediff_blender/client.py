@@ -257,7 +257,7 @@ class _HttpTransport:
                 return
 
     def _remote_job(self, job_id: protocol.RequestId, job: protocol.Job) -> protocol.Job:
-        """The job with its input files uploaded; the server names the output itself."""
+        """The job with its input files uploaded; the server keeps only the output's file name."""
         params = dict(job.params)
         types = job.param_types()
         for name, value in job.params.items():
@@ -268,7 +268,7 @@ class _HttpTransport:
         params.pop("model_dir", None)  # over HTTP the models folder is the server's own
         if job.output is not None:
             self._outputs[str(job_id)] = job.output
-        return protocol.Job(job.kind, params, os.path.basename(job.output) if job.output else None)
+        return protocol.Job(job.kind, params, job.output)
 
     def _upload(self, path: str) -> str:
         name = urllib.parse.quote(os.path.basename(path))

@@ -1,0 +1,226 @@
+"""Generation through real backend subprocesses (stdio and HTTP, classic engine) and fake ones.
+
+The tests press Generate (``bpy.ops.lediff.generate``) and then call the pump, as the timer
+would, until the job ends. Fake backends are tiny Python scripts written here, standing in for
+the backend's interpreter: one writes garbage, one says nothing, one says ``ready`` and then
+nothing, one speaks another protocol version, one crashes. Each must end in a clear error
+within its timeout, and leave no process behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from lediff_backend.hdr.exr import read_exr
+from tests.addon_support import addon_session, configure, fresh_addon, pump_until
+
+pytestmark = pytest.mark.blender
+
+ENDED = ("DONE", "FAILED", "CANCELLED")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _session():
+    with addon_session():
+        yield
+
+
+def _write_photo(path, width: int, height: int):
+    """An LDR 360° photo: a sky gradient over grey ground with a clipped sun."""
+    y, x = np.mgrid[0:height, 0:width] / np.array([height, width])[:, None, None]
+    pixels = np.where(y[..., None] < 0.5, [0.5, 0.7, 1.0] * (1.2 - y[..., None]), 0.35)
+    pixels[((x - 0.3) ** 2 * 4 + (y - 0.3) ** 2) < 0.002] = 1.0
+    Image.fromarray((np.clip(pixels, 0, 1) * 255).astype(np.uint8)).save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("photos")
+    return {"small": _write_photo(folder / "small.png", 128, 64), "large": _write_photo(folder / "large.png", 1024, 512)}
+
+
+@pytest.fixture
+def bpy(tmp_path, photos):
+    bpy = fresh_addon()
+    configure(bpy, python_path=sys.executable, output_dir=str(tmp_path / "results"), models_dir=str(tmp_path / "models"))
+    settings = bpy.context.scene.lediff
+    settings.mode, settings.photo, settings.width, settings.engine = "PHOTO", str(photos["small"]), 256, "classic"
+    return bpy
+
+
+def _state(bpy):
+    return bpy.context.window_manager.lediff_job
+
+
+def _generate(bpy, timeout: float = 60.0) -> float:
+    """Press Generate and pump until the job ends; the seconds it took."""
+    assert bpy.ops.lediff.generate() == {"FINISHED"}
+    return pump_until(lambda: _state(bpy).state in ENDED, timeout)
+
+
+def _environment(bpy):
+    from lediff_blender import world as lw
+
+    image = lw.environment_image(bpy.context.scene.world)
+    return image.filepath if image is not None else None
+
+
+def _pid(bpy) -> int:
+    from lediff_blender import generation
+
+    return generation._session.client.pid
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+# A real backend ---------------------------------------------------------------------------------
+
+
+def test_generate_applies_the_result_only_when_done(bpy):
+    from lediff_blender import generation
+
+    assert bpy.ops.lediff.generate() == {"FINISHED"}
+    assert bpy.app.timers.is_registered(generation.pump)
+    seen = []
+
+    def ended() -> bool:
+        seen.append((_state(bpy).state, _environment(bpy)))
+        return _state(bpy).state in ENDED
+
+    pump_until(ended, 60)
+    state = _state(bpy)
+    assert state.state == "DONE", state.message
+    assert {"STARTING", "RUNNING"} & {s for s, _ in seen}
+    assert all(environment is None for s, environment in seen if s != "DONE")  # untouched until done
+    (result,) = bpy.context.scene.lediff.history
+    assert _environment(bpy) == result.filepath and result.filepath.endswith(".exr")
+    pixels, _ = read_exr(result.filepath)
+    assert pixels.shape == (128, 256, 3) and pixels.max() > 1.0  # expanded beyond the photo's white
+    assert generation.pump() is None  # nothing in flight: the timer stops
+
+
+def test_backend_killed_mid_job_reports_and_restarts(bpy, photos, studiolights):
+    bpy.ops.lediff.open_hdri(filepath=str(studiolights["forest"]))
+    before = _environment(bpy)
+    settings = bpy.context.scene.lediff
+    settings.photo, settings.width = str(photos["large"]), 1024
+    assert bpy.ops.lediff.generate() == {"FINISHED"}
+    pump_until(lambda: _state(bpy).state != "STARTING", 30)
+    assert _state(bpy).state == "RUNNING"
+    killed = _pid(bpy)
+    os.kill(killed, signal.SIGKILL)
+    pump_until(lambda: _state(bpy).state in ENDED, 15)
+    state = _state(bpy)
+    assert state.state == "FAILED" and "exited with status -9" in state.message
+    assert _environment(bpy) == before and len(settings.history) == 1
+
+    settings.photo, settings.width = str(photos["small"]), 256
+    _generate(bpy)
+    assert _state(bpy).state == "DONE", _state(bpy).message
+    assert _pid(bpy) != killed and _environment(bpy) != before
+
+
+def test_cancel_ends_the_job_and_keeps_the_world(bpy, photos, tmp_path):
+    settings = bpy.context.scene.lediff
+    settings.photo, settings.width = str(photos["large"]), 1024
+    assert bpy.ops.lediff.generate() == {"FINISHED"}
+    pump_until(lambda: _state(bpy).state != "STARTING", 30)
+    assert bpy.ops.lediff.cancel() == {"FINISHED"}
+    pump_until(lambda: _state(bpy).state in ENDED, 15)
+    assert _state(bpy).state == "CANCELLED"
+    assert _environment(bpy) is None and not settings.history
+    assert not list((tmp_path / "results").glob("*.exr"))
+
+
+def test_test_backend_reports_version_devices_and_models(bpy):
+    assert bpy.ops.lediff.test_backend() == {"FINISHED"}
+    info = bpy.context.window_manager.lediff_backend
+    assert info.ok and info.version == "0.1.0" and "cpu" in info.devices.split(", ")
+    assert info.models == ""  # the models folder is empty
+    bpy.context.scene.lediff.mode = "TEXT"
+    assert not bpy.ops.lediff.generate.poll()
+
+
+# Fake backends ----------------------------------------------------------------------------------
+
+READY = json.dumps({"event": "ready", "protocol": 1, "version": "fake", "devices": ["cpu"]})
+FAKES = {
+    "garbage": ("print('Hello! I am not a LEDiff backend.', flush=True)\ntime.sleep(60)",
+                "not the LEDiff protocol: 'Hello! I am not a LEDiff backend.'"),
+    "silent": ("time.sleep(60)", "did not say 'ready' within 1.5 s"),
+    "ready_then_silent": (f"print({READY!r}, flush=True)\ntime.sleep(60)", "did not answer a request within 1.5 s"),
+    "other_protocol": (f"print({READY.replace('1', '99', 1)!r}, flush=True)\ntime.sleep(60)",
+                       "speaks protocol 99 and this add-on protocol 1"),
+    "crash": ("sys.stderr.write('ModuleNotFoundError: no lediff_backend here\\n')\nsys.exit(3)",
+              "exited with status 3; its last words:\nModuleNotFoundError: no lediff_backend here"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FAKES))
+def test_fake_backend_fails_clearly_within_its_timeout(bpy, tmp_path, name):
+    body, message = FAKES[name]
+    fake = tmp_path / f"fake_{name}"
+    fake.write_text(f"#!{sys.executable}\nimport sys, time\n{body}\n")
+    fake.chmod(0o755)
+    configure(bpy, python_path=str(fake), ready_timeout=1.5)
+    assert bpy.ops.lediff.generate() == {"FINISHED"}
+    pid = _pid(bpy)
+    seconds = pump_until(lambda: _state(bpy).state in ENDED, 10)
+    state = _state(bpy)
+    assert state.state == "FAILED" and message in state.message
+    assert seconds < 1.5 + 2.0
+    assert _gone(pid)
+    assert _environment(bpy) is None
+
+
+# A remote backend over HTTP ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def http_backend(tmp_path):
+    token = tmp_path / "token"
+    token.write_text("s3cret\n")
+    server = subprocess.Popen([sys.executable, "-m", "lediff_backend.cli", "serve", "--http", "127.0.0.1:0",
+                               "--token-file", str(token), "--work-dir", str(tmp_path / "server")],
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        assert select.select([server.stdout], [], [], 30)[0], "the HTTP backend did not start"
+        yield json.loads(server.stdout.readline())["url"]
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+def test_generate_through_a_remote_backend(bpy, http_backend, tmp_path):
+    configure(bpy, backend="REMOTE", remote_url=http_backend, remote_token="s3cret")
+    _generate(bpy)
+    assert _state(bpy).state == "DONE", _state(bpy).message
+    (result,) = bpy.context.scene.lediff.history
+    assert result.filepath.startswith(str(tmp_path / "results"))  # downloaded to the local results folder
+    assert _environment(bpy) == result.filepath
+    assert read_exr(result.filepath)[0].shape == (128, 256, 3)
+
+
+def test_remote_backend_with_a_wrong_token(bpy, http_backend):
+    configure(bpy, backend="REMOTE", remote_url=http_backend, remote_token="guess", ready_timeout=5.0)
+    start = time.monotonic()
+    _generate(bpy, timeout=10)
+    assert _state(bpy).state == "FAILED" and "refused the token" in _state(bpy).message
+    assert time.monotonic() - start < 5
