@@ -126,6 +126,8 @@ class Builder:
                     log.flush()
                     self._process = subprocess.Popen(step.command, stdout=log, stderr=subprocess.STDOUT,
                                                      env=child_environment())
+                    if self._cancelled:  # cancelled while the step was starting
+                        self._process.terminate()
                     code = self._process.wait()
                     if self._cancelled:
                         self.error = "Cancelled"

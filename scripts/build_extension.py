@@ -139,25 +139,23 @@ def load_manifest(path: Path) -> dict:
 
 
 def is_excluded(relative: str, patterns: list[str]) -> bool:
-    """Whether a file (``a/b.py``, '/' separators) matches a gitignore-style pattern.
+    """Whether a file (``a/b.py``, '/' separators) is excluded by Blender's ``paths_exclude_pattern``.
 
-    The subset Blender's ``paths_exclude_pattern`` uses: ``name/`` matches a folder anywhere on
-    the path, ``/x`` is anchored at the root, a pattern with another '/' matches the whole path,
-    anything else matches a file or folder name anywhere (``*.pyc``, ``.*``).
+    Blender's rules (its ``PathPatternMatch``; no ``**`` or ``!`` here): a pattern matches the
+    last segments of the file's path or of one of its folders (excluding a folder excludes what
+    it holds), segment by segment, ``*`` never crossing a '/'; a leading '/' anchors it at the
+    root instead; a trailing '/' matches folders only.
     """
     parts = relative.split("/")
+    prefixes = [(parts[:n], n < len(parts)) for n in range(1, len(parts) + 1)]  # folders, then the file
     for pattern in patterns:
-        if pattern.endswith("/"):
-            if any(fnmatch.fnmatchcase(p, pattern[:-1]) for p in parts[:-1]):
+        anchored, folders_only = pattern.startswith("/"), pattern.endswith("/")
+        segments = pattern.strip("/").split("/")
+        for prefix, is_folder in prefixes:
+            tail = prefix if anchored else prefix[-len(segments):]
+            if (is_folder or not folders_only) and len(tail) == len(segments) \
+                    and all(map(fnmatch.fnmatchcase, tail, segments)):
                 return True
-        elif pattern.startswith("/"):
-            if fnmatch.fnmatchcase(relative, pattern[1:]):
-                return True
-        elif "/" in pattern:
-            if fnmatch.fnmatchcase(relative, pattern):
-                return True
-        elif any(fnmatch.fnmatchcase(p, pattern) for p in parts):
-            return True
     return False
 
 

@@ -261,3 +261,62 @@ def test_lookdev_render_focuses_saves_and_keeps_render_settings(bpy, studiolight
     assert any(image.filepath == str(render) for image in bpy.data.images)
     assert (scene.render.resolution_x, scene.render.engine) == (resolution, engine)
     assert list(bpy.data.scenes) == [scene]
+
+
+# Creating the backend environment ---------------------------------------------------------------
+
+
+def test_create_backend_env_needs_online_access(bpy):
+    assert not bpy.app.online_access  # bpy's module mode is offline
+    with pytest.raises(RuntimeError, match="Blender is offline"):
+        bpy.ops.lediff.create_backend_env()
+
+
+def test_backend_env_plan_installs_torch_first_then_the_backend(tmp_path):
+    from lediff_blender import backend_env
+
+    wheel = str(tmp_path / "lediff_backend-0.1.0-py3-none-any.whl")
+    steps = backend_env.plan(str(tmp_path / "env"), "cu126", wheel, python="/usr/bin/python3")
+    python = backend_env.venv_python(str(tmp_path / "env"))
+    assert steps[0].command == ("/usr/bin/python3", "-m", "venv", str(tmp_path / "env"))
+    torch, backend = steps[2].command, steps[3].command
+    assert torch[0] == python and "torch" in torch and torch[-1] == "https://download.pytorch.org/whl/cu126"
+    assert backend[-1] == f"{wheel}[neural]" and "-e" not in backend
+    assert "-e" in backend_env.plan(str(tmp_path / "env"), "cpu", str(tmp_path))[3].command  # a checkout
+    with pytest.raises(ValueError, match="unknown torch build"):
+        backend_env.plan(str(tmp_path), "rocm", wheel)
+
+
+def _python_step(title: str, code: str):
+    import sys
+
+    from lediff_blender.backend_env import Step
+
+    return Step(title, (sys.executable, "-c", code))
+
+
+def test_backend_env_builder_reports_progress_log_and_failure(tmp_path):
+    from lediff_blender.backend_env import Builder
+
+    builder = Builder([_python_step("First", "print('one')"),
+                       _python_step("Second", "import sys; print('two'); sys.exit(4)"),
+                       _python_step("Never", "print('three')")], str(tmp_path / "log" / "create.log")).start()
+    assert builder.finished.wait(30)
+    assert builder.step == 1 and builder.fraction == pytest.approx(1 / 3)
+    assert builder.error.startswith("Second failed (status 4)") and builder.title == builder.error
+    tail = builder.log_tail()
+    assert "one" in tail and "two" in tail and "three" not in tail
+
+    done = Builder([_python_step("Only", "print('ok')")], str(tmp_path / "ok.log")).start()
+    assert done.finished.wait(30) and done.error is None and done.title == "Done" and done.fraction == 1.0
+
+
+def test_backend_env_builder_cancels_a_running_step(tmp_path):
+    import time
+
+    from lediff_blender.backend_env import Builder
+
+    builder = Builder([_python_step("Slow", "import time; time.sleep(60)")], str(tmp_path / "create.log")).start()
+    time.sleep(0.3)
+    builder.cancel()
+    assert builder.finished.wait(10) and builder.error == "Cancelled"
