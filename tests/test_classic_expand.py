@@ -141,15 +141,16 @@ def real_scores(studiolights):
 
 @pytest.mark.slow
 class TestRealHDRIs:
-    """Measured on 2026-11-25: mean SH error 0.35 vs 0.50 (ratio 0.70); energy 0.45-1.23 of the
-    truth (baseline 0.06-0.91); clipped RMSE better on all eight maps. The issue's stricter
-    bars (SH ratio 0.5, energy within x1.5 everywhere, key light within 5° everywhere) are not
-    met yet; these tests hold what is, so that a change that makes it worse fails."""
+    """Measured on 2026-11-25: mean SH error 0.33 vs 0.50 (ratio 0.65); energy 0.46-1.25 of the
+    truth (baseline 0.06-0.91); clipped RMSE better on all eight maps; key light within 5° on
+    four maps. The issue's stricter bars (SH ratio 0.5, energy within x1.5 and key light
+    within 5° on every map) are not met yet (night and sunrise: a light the 8-bit photo does
+    not measure); these tests hold what is, so that a change that makes it worse fails."""
 
     def test_irradiance_error_is_well_below_the_baseline(self, real_scores):
         ours = np.mean([s["classic"]["sh"] for s in real_scores.values()])
         base = np.mean([s["baseline"]["sh"] for s in real_scores.values()])
-        assert ours <= 0.75 * base
+        assert ours <= 0.70 * base
 
     def test_clipped_regions_are_closer_to_the_truth_on_every_map(self, real_scores):
         for name, s in real_scores.items():
@@ -163,11 +164,11 @@ class TestRealHDRIs:
         assert log_error["classic"] < 0.5 * log_error["baseline"]
         for name, s in real_scores.items():
             assert 0.4 <= s["classic"]["energy"] <= 1.5, name
-        for name in ("city", "courtyard", "forest", "studio", "sunset"):
+        for name in ("city", "courtyard", "forest", "interior", "studio", "sunset"):
             assert 1 / 1.5 <= real_scores[name]["classic"]["energy"] <= 1.5, name
 
     def test_key_light_direction(self, real_scores):
-        for name in ("city", "sunset"):
+        for name in ("city", "courtyard", "interior", "sunset"):
             assert real_scores[name]["classic"]["key_light_deg"] < 5.0, name
         ours = np.mean([s["classic"]["key_light_deg"] for s in real_scores.values()])
         base = np.mean([s["baseline"]["key_light_deg"] for s in real_scores.values()])

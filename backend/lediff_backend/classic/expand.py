@@ -49,7 +49,7 @@ class ExpandSettings:
     """Tuning of the classic expansion (see the module docstring)."""
 
     clip_level: float = 0.99  # display value at which a channel counts as clipped
-    sky_stops: float = 1.0  # dome height of sky-like regions
+    sky_stops: float = 1.25  # dome height of sky-like regions
     source_stops: float = 9.5  # dome height of light sources
     source_max_solid_angle: float = 0.1  # sr; larger regions are sky-like
     source_min_radius_deg: float = 1.0  # thinner regions are glints or sky between leaves
@@ -161,8 +161,12 @@ def _classify_and_gain(linear, masks, labels, count, solid_angles, degrees_per_p
     rise_fraction = settings.sky_rise + (settings.source_rise - settings.sky_rise) * source_weight
     rise = np.maximum(radius_px * rise_fraction, 0.5)
 
+    # Sky domes start at the fully clipped core (partial pixels were recovered); a light
+    # source's glow is as bright as its core, so its dome covers the whole region.
+    weight = source_weight[region_of]
+    distance = weight * distance_px.ravel()[inside] + (1 - weight) * core_distance_px.ravel()[inside]
     gain = np.zeros(labels.size, dtype=np.float32)
-    gain[inside] = heights[region_of] * -np.expm1(-core_distance_px.ravel()[inside] / rise[region_of])
+    gain[inside] = heights[region_of] * -np.expm1(-distance / rise[region_of])
     return gain.reshape(labels.shape), Regions(labels, region_sr, ragged, rim)
 
 
