@@ -1,4 +1,6 @@
 """Torch modules that the pipelines compose (one file per model family).
 
 - ``fusion.LatentFusion``: LEDiff's learned latent exposure fusion (``vae/merge_model.pth``).
+- ``caa.MultiViewCAA``: MVDiffusion's correspondence-aware attention blocks, hooked into a UNet.
+- ``correspondence``: cameras of the view ring and pixel correspondences between views (numpy).
 """
