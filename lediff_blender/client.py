@@ -333,17 +333,9 @@ class BackendClient:
         return self._ready
 
     @property
-    def started(self) -> bool:
-        return self._transport is not None
-
-    @property
     def pid(self) -> int | None:
         """The local backend's process id while it runs (None when remote or stopped)."""
         return self._transport.pid if isinstance(self._transport, _ProcessTransport) else None
-
-    @property
-    def jobs(self) -> frozenset:
-        return frozenset(self._jobs)
 
     def start(self) -> None:
         """Start (or reach) the backend unless it is up; BackendUnavailable if it cannot be."""

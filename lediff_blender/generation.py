@@ -28,6 +28,7 @@ __all__ = ["PUMP_INTERVAL", "NEURAL_MODELS", "build_job", "needed_models", "bloc
            "release", "running_job", "check_backend", "shutdown"]
 
 PUMP_INTERVAL = 0.1  # seconds between timer calls while a job is in flight
+PREVIEW_EVERY = 5  # denoising steps between preview images (neural engines)
 NEURAL_MODELS = ("lediff-highlight", "lediff-shadow", "sd-base")
 LEDIFF_MODELS = ("lediff-highlight", "lediff-shadow")
 
@@ -87,7 +88,7 @@ def build_job(settings, output: str) -> protocol.Job:
     """
     kind, params, _ = _kind_and_params(settings)
     common = {"engine": settings.engine, "seed": settings.seed, "steps": settings.steps,
-              "guidance": settings.guidance}
+              "guidance": settings.guidance, "preview_every": PREVIEW_EVERY}
     return protocol.Job(kind, {**common, **params}, output)
 
 

@@ -26,13 +26,17 @@ _icons = None  # bpy.utils.previews collection of thumbnails, keyed by file path
 
 
 def icon(path: str) -> int:
-    """Icon id of a thumbnail of the image at ``path`` (made by Blender, tone mapped for EXRs)."""
+    """Icon id of a thumbnail of the image at ``path`` (made by Blender, tone mapped for EXRs).
+
+    Keyed by path and modification time: the backend rewrites one preview file as a job goes on.
+    """
     global _icons
     if _icons is None:
         _icons = bpy.utils.previews.new()
-    if path not in _icons:
-        _icons.load(path, path, "IMAGE")
-    return _icons[path].icon_id
+    key = f"{path}@{os.stat(path).st_mtime_ns}"
+    if key not in _icons:
+        _icons.load(key, path, "IMAGE")
+    return _icons[key].icon_id
 
 
 def free_icons() -> None:
@@ -70,9 +74,9 @@ def draw_generate(layout, context) -> None:
         column.prop(settings, "hdr_file")
         apply = column.operator("lediff.open_hdri", text="Apply HDR File", icon="WORLD")
         apply.filepath = settings.hdr_file
-        return
-    _draw_generation_settings(layout.column(), settings)
-    _draw_job(layout, context)
+    if settings.mode != "HDR_FILE":
+        _draw_generation_settings(layout.column(), settings)
+    _draw_job(layout, context, offer_generate=settings.mode != "HDR_FILE")
 
 
 def _draw_generation_settings(column, settings) -> None:
@@ -86,7 +90,8 @@ def _draw_generation_settings(column, settings) -> None:
     neural.prop(settings, "guidance")
 
 
-def _draw_job(layout, context) -> None:
+def _draw_job(layout, context, offer_generate: bool) -> None:
+    """The job in flight (progress, preview, Cancel), else Generate and the last job's outcome."""
     state = context.window_manager.lediff_job
     if generation.running_job() is not None:
         layout.progress(factor=state.fraction, type="BAR", text=state.stage or "Working")
@@ -94,10 +99,11 @@ def _draw_job(layout, context) -> None:
             layout.template_icon(icon_value=icon(state.preview), scale=6.0)
         layout.operator("lediff.cancel", icon="CANCEL")
         return
-    layout.operator("lediff.generate", icon="SHADERFX")
-    reason = generation.blocker(context)
-    if reason:
-        layout.label(text=reason, icon="INFO")
+    if offer_generate:
+        layout.operator("lediff.generate", icon="SHADERFX")
+        reason = generation.blocker(context)
+        if reason:
+            layout.label(text=reason, icon="INFO")
     if state.message:
         row = layout.row()
         row.alert = state.state == "FAILED"

@@ -17,7 +17,7 @@ from bpy.props import EnumProperty, FloatProperty, StringProperty
 from . import backend_env
 from .client import BackendConfig
 
-__all__ = ["classes", "get", "backend_config", "data_folder", "results_folder", "env_folder", "env_builder", "stop_env_builder"]
+__all__ = ["classes", "get", "backend_config", "data_folder", "results_folder", "env_folder", "stop_env_builder"]
 
 ENV_WATCH_INTERVAL = 0.5
 
@@ -66,10 +66,6 @@ def results_folder(prefs: LEDIFF_AddonPreferences) -> str:
 def env_folder(prefs: LEDIFF_AddonPreferences) -> str:
     """Where "Create Backend Environment" puts the venv."""
     return bpy.path.abspath(prefs.env_folder) if prefs.env_folder else data_folder("backend-env")
-
-
-def env_builder() -> backend_env.Builder | None:
-    return _builder
 
 
 def stop_env_builder() -> None:

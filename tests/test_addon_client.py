@@ -115,6 +115,14 @@ def test_generate_applies_the_result_only_when_done(bpy):
     assert pixels.shape == (128, 256, 3) and pixels.max() > 1.0  # expanded beyond the photo's white
     assert generation.pump() is None  # nothing in flight: the timer stops
 
+    assert bpy.ops.lediff.release() == {"FINISHED"}  # the warm backend frees its models
+    answers = []
+    deadline = time.monotonic() + 10
+    while not answers and time.monotonic() < deadline:
+        answers = [e for e in generation._session.client.poll() if e.event == "released"]
+        time.sleep(0.02)
+    assert answers
+
 
 def test_backend_killed_mid_job_reports_and_restarts(bpy, photos, studiolights):
     bpy.ops.lediff.open_hdri(filepath=str(studiolights["forest"]))
@@ -224,3 +232,36 @@ def test_remote_backend_with_a_wrong_token(bpy, http_backend):
     _generate(bpy, timeout=10)
     assert _state(bpy).state == "FAILED" and "refused the token" in _state(bpy).message
     assert time.monotonic() - start < 5
+
+
+# What goes to the backend -----------------------------------------------------------------------
+
+
+def test_jobs_built_from_each_mode(bpy, photos):
+    from lediff_blender import generation, protocol
+
+    def build(output: str) -> protocol.Job:
+        job = generation.build_job(settings, output)
+        protocol.Job.from_dict(job.to_dict())  # every job passes the protocol's own checks
+        return job
+
+    settings = bpy.context.scene.lediff
+    settings.engine, settings.seed, settings.steps = "auto", 7, 12
+    settings.mode = "TEXT"
+    job = build("/out/a.exr")
+    assert (job.kind, job.params["prompt"], job.params["width"], job.output) == ("panorama", settings.prompt, 256, "/out/a.exr")
+    assert {"seed": 7, "steps": 12, "engine": "auto"}.items() <= job.params.items()
+    settings.mode, settings.photo_is_panorama = "PHOTO", False  # a normal photo is outpainted
+    assert build("/out/b.exr").params["image"] == str(photos["small"])
+    settings.mode = "BRACKETS"
+    with pytest.raises(ValueError, match="at least two"):
+        build("/out/c.exr")
+    for _ in range(2):
+        settings.brackets.add().filepath = str(photos["small"])
+    assert "ev" not in build("/out/c.exr").params  # no EVs given: the backend reads EXIF
+    settings.brackets[1].ev = 2.0
+    job = build("/out/c.exr")
+    assert job.kind == "merge" and job.params["ev"] == [0.0, 2.0]
+    settings.brackets[1].filepath = "/nowhere/photo.jpg"
+    with pytest.raises(ValueError, match="does not exist"):
+        build("/out/c.exr")

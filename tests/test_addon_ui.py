@@ -109,7 +109,8 @@ def test_running_job_shows_progress_preview_and_cancel(bpy, tmp_path):
     state.state, state.stage, state.fraction, state.preview = "RUNNING", "denoise", 0.4, str(preview)
     generation._session.job = generation.RunningJob("job-1", "Scene", None, "PHOTO", "photo", str(tmp_path / "o.exr"))
     try:
-        for panel in all_panels():
+        for panel, mode in zip(all_panels(), ("PHOTO", "HDR_FILE")):  # shown whatever the mode
+            bpy.context.scene.lediff.mode = mode
             layout = draw_panel(panel, bpy.context)
             (_, kwargs, _, _), = layout.find("progress")
             assert kwargs["factor"] == pytest.approx(0.4) and kwargs["text"] == "denoise"
