@@ -265,7 +265,6 @@ class _HttpTransport:
                 params[name] = self._upload(value)
             elif types.get(name) == protocol.FILES:
                 params[name] = [self._upload(path) for path in value]
-        params.pop("model_dir", None)  # over HTTP the models folder is the server's own
         if job.output is not None:
             self._outputs[str(job_id)] = job.output
         return protocol.Job(job.kind, params, job.output)
