@@ -44,6 +44,7 @@ __all__ = ["serve_http", "parse_address"]
 log = logging.getLogger(__name__)
 
 MAX_WAIT = 60.0  # seconds one long-poll may wait
+DRAIN_LIMIT = 64 << 20  # refused bodies up to this size are read before the answer
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -239,10 +240,26 @@ class _Handler(BaseHTTPRequestHandler):
         if not text.isdigit():
             self._fail(411, "Content-Length is required")
         elif int(text) > limit:
+            self._discard(int(text))
             self._fail(413, f"body of {text} bytes is over the limit of {limit}")
         else:
             return int(text)
         return None
+
+    def _discard(self, length: int) -> None:
+        """Read and drop a refused body of up to ``DRAIN_LIMIT`` bytes.
+
+        A client still sending when the answer comes and the socket closes sees a broken pipe
+        instead of the 413; draining a moderate body lets it read the answer. Larger bodies
+        are not read (the connection closes), so nobody can make the server read gigabytes.
+        """
+        if length > DRAIN_LIMIT:
+            return
+        while length > 0:
+            chunk = self.rfile.read(min(CHUNK, length))
+            if not chunk:
+                return
+            length -= len(chunk)
 
     def _fail(self, status: int, message: str) -> None:
         """An error answer; the connection closes, since an unread body may follow."""
