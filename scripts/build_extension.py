@@ -17,9 +17,9 @@ Checks made here (tests cannot assume a Blender binary, and the bpy module has n
 own modules and its siblings, and no two files collide. Entries are sorted and time-stamped
 1980-01-01, so the same sources give the same bytes.
 
-The backend wheel is built by ``pip wheel`` from a staged copy of ``backend/`` whose
-``readme`` points inside it (setuptools refuses the repository's ``../README.md`` when it builds
-a wheel). It needs setuptools in this interpreter; ``--no-backend-wheel`` skips it.
+The backend wheel is built by ``pip wheel`` from a staged copy of ``backend/`` (so that no
+build folders land in the repository). It needs setuptools in this interpreter;
+``--no-backend-wheel`` skips it.
 """
 
 from __future__ import annotations
@@ -220,16 +220,13 @@ def check_imports(modules: dict[str, Path]) -> None:
         raise BuildError("the extension's imports break the rules:\n  " + "\n  ".join(problems))
 
 
-def build_backend_wheel(backend_dir: Path, readme: Path, out_dir: Path) -> Path:
+def build_backend_wheel(backend_dir: Path, out_dir: Path) -> Path:
     """A wheel of the backend, built by ``pip wheel`` from a staged copy (see the module docstring)."""
     with tempfile.TemporaryDirectory(prefix="lediff-wheel-") as tmp:
         stage = Path(tmp, "backend")
         shutil.copytree(backend_dir / "lediff_backend", stage / "lediff_backend",
                         ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-        shutil.copy2(readme, stage / "README.md")
-        pyproject = (backend_dir / "pyproject.toml").read_text(encoding="utf-8")
-        pyproject = re.sub(r'(?m)^readme\s*=.*$', 'readme = "README.md"', pyproject)
-        (stage / "pyproject.toml").write_text(pyproject, encoding="utf-8")
+        shutil.copy2(backend_dir / "pyproject.toml", stage / "pyproject.toml")
         command = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
                    "--quiet", "--wheel-dir", str(out_dir), str(stage)]
         result = subprocess.run(command, capture_output=True, text=True)
@@ -273,7 +270,7 @@ def build(repo: Path = REPO, out_dir: Path | None = None, *, backend_wheel: bool
     check_imports(files)
     with tempfile.TemporaryDirectory(prefix="lediff-build-") as tmp:
         if backend_wheel:
-            wheel = build_backend_wheel(repo / "backend", repo / "README.md", Path(tmp))
+            wheel = build_backend_wheel(repo / "backend", Path(tmp))
             files[f"{WHEEL_FOLDER}/{wheel.name}"] = wheel
         target = out_dir / f"{manifest['id']}-{manifest['version']}.zip"
         write_zip(target, files)
