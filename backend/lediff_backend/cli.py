@@ -27,6 +27,7 @@ class CommandInfo(NamedTuple):
 
 COMMANDS: dict[str, CommandInfo] = {
     "convert": CommandInfo("convert", "LDR image or 360° photo -> HDR EXR"),
+    "merge": CommandInfo("merge", "exposure bracket -> HDR EXR, moving things taken from one exposure"),
     "info": CommandInfo("info", "size, dynamic range, peak and sun of an image"),
     "preview": CommandInfo("preview", "tone-map an HDR image to a PNG"),
     "serve": CommandInfo("serve", "the backend for the Blender add-on: JSON lines on stdin/stdout, or HTTP"),

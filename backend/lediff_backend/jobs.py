@@ -32,7 +32,7 @@ import threading
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from .errors import BadInput, BadRequest, LediffError, MissingWeights, OutOfMemory
+from .errors import BadInput, LediffError, MissingWeights, OutOfMemory
 from .hdr.atomic import check_writable_output
 from .protocol import FILE, FILES, Job
 
@@ -186,8 +186,11 @@ class JobRunner:
         return meta
 
     def _merge(self, job: Job, progress: ProgressFn, should_cancel: CancelFn) -> dict[str, Any]:
-        raise BadRequest("merge: the bracket merge engine is not part of this backend yet; "
-                         "merge the brackets elsewhere and submit a 'convert' or 'sun' job")
+        from .merge import merge_files
+
+        p = job.params
+        return merge_files(p["inputs"], job.output, evs=p.get("ev"), engine=p.get("engine", "auto"),
+                           progress=progress, should_cancel=should_cancel)
 
     def _text2hdr(self, job: Job, progress: ProgressFn, should_cancel: CancelFn) -> dict[str, Any]:
         from .convert import write_result
