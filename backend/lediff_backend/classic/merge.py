@@ -307,7 +307,7 @@ def _resolve_response(
     if callable(response) and not isinstance(response, CRF):
         return response
     if response == "recover":
-        return tabulated_response(recover_response(images, evs, reference=reference))
+        return tabulated_response(recover_response(images, evs))
     try:
         return inverse_response(response)
     except ValueError as error:

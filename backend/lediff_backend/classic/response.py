@@ -10,11 +10,11 @@ Functions
   its inverse as a function.
 - ``tabulated_response``: a table of linear values at evenly spaced codes -> an inverse
   response interpolating it per channel (how a recovered curve is used).
-- ``recover_response``: the inverse response per channel from an aligned bracket of known
-  EVs, by Debevec & Malik's least squares with a smoothness term.
+- ``recover_response``: the inverse response per channel from a bracket of known EVs, by
+  Debevec & Malik's least squares with a smoothness term, on pixels of equal brightness rank.
 
 References: P. Debevec, J. Malik, "Recovering High Dynamic Range Radiance Maps from
-Photographs", SIGGRAPH 1997.
+Photographs", SIGGRAPH 1997; M. D. Grossberg, S. K. Nayar, IEEE TPAMI 25(11), 2003.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from ..hdr.color import CRF, inverse_crf_lediff, luminance, srgb_to_linear
+from ..hdr.color import CRF, inverse_crf_lediff, srgb_to_linear
 
 __all__ = ["InverseResponse", "inverse_response", "tabulated_response", "recover_response"]
 
@@ -65,53 +65,45 @@ def tabulated_response(table: np.ndarray) -> InverseResponse:
     return inverse
 
 
-def _sample_pixels(images: Sequence[np.ndarray], reference: int, samples: int, rng: np.random.Generator) -> np.ndarray:
-    """Flat indices of pixels spread evenly over the reference's brightness, in smooth areas.
+def _rank_samples(images: Sequence[np.ndarray], levels: int, samples: int) -> np.ndarray:
+    """Codes at the same brightness ranks of every image: images x samples x 3 integers.
 
-    Pixels whose 3x3 neighbourhood varies little are preferred: they survive the last pixel
-    of misalignment and JPEG ringing.
+    A monotonic response keeps the order of a static scene's pixels, so the pixel at rank r of
+    one exposure and the pixel at rank r of another saw the same radiance (Grossberg & Nayar's
+    histogram specification). Unlike pixel pairs, ranks need no alignment and hardly move when
+    a small object does.
     """
-    from scipy import ndimage
-
-    grey = luminance(images[reference])
-    rough = ndimage.maximum_filter(grey, 3) - ndimage.minimum_filter(grey, 3)
-    smooth = rough <= np.percentile(rough, 50)
-    bins = 32
-    which = np.minimum((grey * bins).astype(np.int32), bins - 1).ravel()
-    candidates = np.flatnonzero(smooth.ravel())
-    chosen = []
-    per_bin = max(1, samples // bins)
-    for b in range(bins):
-        in_bin = candidates[which[candidates] == b]
-        if in_bin.size:
-            chosen.append(rng.choice(in_bin, size=min(per_bin, in_bin.size), replace=False))
-    return np.concatenate(chosen)
+    ranks = (np.arange(samples) + 0.5) / samples
+    out = np.empty((len(images), samples, 3), np.int64)
+    for i, image in enumerate(images):
+        codes = np.round(np.clip(image, 0, 1) * (levels - 1)).astype(np.int64).reshape(-1, 3)
+        for c in range(3):
+            cumulative = np.cumsum(np.bincount(codes[:, c], minlength=levels)) / len(codes)
+            out[i, :, c] = np.minimum(np.searchsorted(cumulative, ranks), levels - 1)
+    return out
 
 
 def recover_response(
     images: Sequence[np.ndarray],
     evs: Sequence[float],
     *,
-    reference: int | None = None,
     levels: int = 256,
-    samples: int = 640,
-    smoothness: float = 10.0,
-    seed: int = 0,
+    samples: int = 1024,
+    smoothness: float = 20.0,
 ) -> np.ndarray:
-    """Recover the inverse response per channel from an aligned bracket (Debevec & Malik).
+    """Recover the inverse response per channel from a bracket (Debevec & Malik on ranks).
 
     Parameters
     ----------
     images
-        Display-encoded HxWx3 float32 brackets in [0, 1], aligned, same size.
+        Display-encoded HxWx3 float32 brackets in [0, 1] of one scene (alignment is not
+        needed: samples are brightness ranks, not pixels).
     evs
         Exposure of each image in EV (linear values scale as ``2**ev``).
-    reference
-        Image whose brightness spreads the samples (default: the middle exposure).
     levels
         Codes per channel of the recovered curve (inputs are rounded to them).
-    samples, smoothness, seed
-        Pixels sampled, weight of the second-difference penalty (λ), sampling seed.
+    samples, smoothness
+        Brightness ranks sampled and the weight of the second-difference penalty (λ).
 
     Returns
     -------
@@ -119,13 +111,11 @@ def recover_response(
         ``levels`` x 3 float32 table of linear values at codes ``i / (levels - 1)``:
         increasing, 0 at code 0, and scaled so that the channels' mean at code 1 is 1.
         Channels share the anchor ``g(middle code) = 0``, i.e. grey codes are neutral.
+
+    References: M. D. Grossberg, S. K. Nayar, "Determining the Camera Response from Images:
+    What Is Knowable?", IEEE TPAMI 25(11), 2003 (response from histograms).
     """
-    if reference is None:
-        reference = int(np.argsort(evs)[(len(evs) - 1) // 2])
-    rng = np.random.default_rng(seed)
-    picked = _sample_pixels(images, reference, samples, rng)
-    codes = np.stack([np.round(np.clip(im.reshape(-1, 3)[picked], 0, 1) * (levels - 1)).astype(np.int32)
-                      for im in images])  # images x samples x 3
+    codes = _rank_samples(images, levels, samples)
     log_times = np.asarray(evs, dtype=np.float64) * np.log(2.0)
     z = np.arange(levels)
     hat = np.minimum(z, levels - 1 - z).astype(np.float64)  # Debevec's hat: clipped codes say nothing
@@ -139,28 +129,26 @@ def recover_response(
 def _solve_debevec(codes: np.ndarray, log_times: np.ndarray, hat: np.ndarray, smoothness: float) -> np.ndarray:
     """Least squares for ``g(z) = ln E + ln Δt`` over the samples; ``codes`` is images x samples.
 
-    Samples clipped or black in every image say nothing and are dropped.
+    Samples clipped or black in every image say nothing and are dropped. The system is
+    sparse (two unknowns per data row, three per smoothness row) and solved as such.
     """
+    from scipy import sparse
+    from scipy.sparse.linalg import spsolve
+
     codes = codes[:, (hat[codes] > 0).any(axis=0)]
     n_images, n_samples = codes.shape
     levels = len(hat)
-    rows = n_images * n_samples + 1 + (levels - 2)
-    a = np.zeros((rows, levels + n_samples))
-    b = np.zeros(rows)
-    sample = np.tile(np.arange(n_samples), n_images)
+    data = np.arange(n_images * n_samples)
     z = codes.ravel()
     w = hat[z]
-    k = np.arange(n_images * n_samples)
-    a[k, z] = w
-    a[k, levels + sample] = -w
-    b[k] = w * np.repeat(log_times, n_samples)
-    row = n_images * n_samples
-    a[row, levels // 2] = 1.0  # anchor: the middle code has ln E = 0
+    sample = levels + np.tile(np.arange(n_samples), n_images)
     inner = np.arange(1, levels - 1)
-    r = row + 1 + np.arange(levels - 2)
+    smooth_rows = data.size + 1 + np.arange(levels - 2)
     weight = smoothness * hat[inner]
-    a[r, inner - 1] = weight
-    a[r, inner] = -2 * weight
-    a[r, inner + 1] = weight
-    solution = np.linalg.solve(a.T @ a, a.T @ b)  # normal equations: a few hundred unknowns
-    return solution[:levels]
+    rows = np.concatenate([data, data, [data.size], np.repeat(smooth_rows, 3)])
+    columns = np.concatenate([z, sample, [levels // 2], np.stack([inner - 1, inner, inner + 1], axis=1).ravel()])
+    values = np.concatenate([w, -w, [1.0], (weight[:, None] * [1.0, -2.0, 1.0]).ravel()])
+    a = sparse.csr_matrix((values, (rows, columns)), shape=(smooth_rows[-1] + 1, levels + n_samples))
+    b = np.zeros(a.shape[0])
+    b[data] = w * np.repeat(log_times, n_samples)  # the anchor row (the middle code has ln E = 0) stays 0
+    return spsolve((a.T @ a).tocsc(), a.T @ b)[:levels]
