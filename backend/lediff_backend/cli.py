@@ -35,6 +35,7 @@ COMMANDS: dict[str, CommandInfo] = {
     "text2hdr": CommandInfo("text2hdr", "prompt -> HDR EXR with a base SD model and LEDiff"),
     "models": CommandInfo("models", "list the model folders, or download an official model"),
     "tiny-models": CommandInfo("tiny_models", "write tiny random-init models in the official layouts"),
+    "convert-weights": CommandInfo("convert_weights", "convert an official MVDiffusion checkpoint to safetensors"),
 }
 
 

@@ -43,24 +43,30 @@ def _box_blur(a: np.ndarray, size: int, wrap: bool) -> np.ndarray:
     return ndimage.uniform_filter(ndimage.uniform_filter(a, size, mode=mode), size, mode=mode)
 
 
-def _linear_taps(cells: int, pixels: int, block: int, wrap: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """For each output pixel: the two cells around its centre and the second one's weight."""
-    position = (np.arange(pixels, dtype=np.float32) + 0.5) / block - 0.5
-    first = np.floor(position).astype(np.int64)
-    weight = position - first
-    second = first + 1
-    if wrap:
-        return first % cells, second % cells, weight
-    return np.clip(first, 0, cells - 1), np.clip(second, 0, cells - 1), weight
+def _upsample_columns(cells: np.ndarray, block: int, width: int, wrap: bool) -> np.ndarray:
+    """Columns of cells -> ``width`` columns of pixels, linear between cell centres.
+
+    Each of the ``block`` pixel columns of a cell sits at a fixed offset from its centre, so
+    every offset is one blend of two shifted views of the cells (no gathers).
+    """
+    padded = np.pad(cells, ((0, 0), (1, 1)), mode="wrap" if wrap else "edge")
+    n = cells.shape[1]
+    out = np.empty((cells.shape[0], n, block), np.float32)
+    for j in range(block):
+        offset = np.float32((j + 0.5) / block - 0.5)
+        if offset < 0:  # left of the centre: between the cell on the left and this one
+            out[:, :, j] = padded[:, :n] * -offset + padded[:, 1 : n + 1] * (1 + offset)
+        else:
+            out[:, :, j] = padded[:, 1 : n + 1] * (1 - offset) + padded[:, 2:] * offset
+    out = out.reshape(cells.shape[0], n * block)
+    return np.pad(out, ((0, 0), (0, width - n * block)), mode="edge") if width > n * block else out[:, :width]
 
 
 def upsample(cells: np.ndarray, block: int, shape: tuple[int, int], wrap: bool = False) -> np.ndarray:
     """A grid of ``block``-pixel cells -> ``shape`` pixels by bilinear interpolation of the cell
     centres; columns wrap around when ``wrap``, edges are held otherwise."""
-    r0, r1, rw = _linear_taps(cells.shape[0], shape[0], block, False)
-    rows = cells[r0] + (cells[r1] - cells[r0]) * rw[:, None]
-    c0, c1, cw = _linear_taps(cells.shape[1], shape[1], block, wrap)
-    return rows[:, c0] + (rows[:, c1] - rows[:, c0]) * cw
+    rows = _upsample_columns(np.ascontiguousarray(cells.T), block, shape[0], False).T
+    return _upsample_columns(np.ascontiguousarray(rows), block, shape[1], wrap)
 
 
 def ghost_mask(

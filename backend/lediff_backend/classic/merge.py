@@ -125,8 +125,9 @@ def check_bracket(images: Sequence[np.ndarray], evs: Sequence[float], reference:
 class _Tables:
     """An inverse response tabulated on the 16-bit code grid: the linear value, the low and high
     ends of the interval a code stands for, whether it is clipped, the reference's trust in it,
-    and ``weighting`` of the code recorded at each exposure in [0, 1] (one more entry, 0, for
-    exposures above 1). Per channel (3 x N) when the channels' curves differ, else N long."""
+    ``weighting`` of each code, and ``weighting`` of the code recorded at each exposure in
+    [0, 1] (one more entry, 0, for exposures above 1). Per channel (3 x N) when the channels'
+    curves differ, else N long."""
 
     def __init__(self, inverse: InverseResponse, weighting: Weighting, tolerance: float, relative: float):
         codes = np.linspace(0.0, 1.0, CODES, dtype=np.float32)
@@ -137,10 +138,15 @@ class _Tables:
         self.high = _per_channel(np.where(codes >= 1 - tolerance, np.inf, np.maximum(high, 1e-12)))
         self.clipped = codes >= 1 - tolerance
         self.trust = np.clip(np.minimum(codes, 1 - codes) / TRUST_MARGIN, 0, 1).astype(np.float32)
+        self.code_weight = _per_channel(np.broadcast_to(weighting(codes), (3, CODES)))
         exposures = np.linspace(0.0, 1.0, EXPOSURES, dtype=np.float32)
         linear = np.broadcast_to(self.linear, (3, CODES))
         recorded = np.stack([np.interp(exposures, linear[c], codes) for c in range(3)])
         self.weight = _per_channel(np.concatenate([weighting(recorded), np.zeros((3, 1))], axis=1))
+
+    def scaled(self, gain: np.float32) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The linear, low and high tables times ``gain`` (an image's value in reference units)."""
+        return self.linear * gain, self.low * gain, self.high * gain
 
 
 def _per_channel(table: np.ndarray) -> np.ndarray:
@@ -159,9 +165,9 @@ def _lookup(table: np.ndarray, index: np.ndarray) -> np.ndarray:
     return out
 
 
-def _cell_intervals(tables: _Tables, codes: np.ndarray, gain: np.float32, block: int) -> tuple[np.ndarray, ...]:
+def _cell_intervals(low: np.ndarray, high: np.ndarray, codes: np.ndarray, block: int) -> tuple[np.ndarray, ...]:
     """The low and high radiance bounds of an image, averaged over ``block``-pixel cells."""
-    return tuple(block_mean(_lookup(table, codes), block) * gain for table in (tables.low, tables.high))
+    return block_mean(_lookup(low, codes), block), block_mean(_lookup(high, codes), block)
 
 
 def _codes(image: np.ndarray) -> np.ndarray:
@@ -183,37 +189,44 @@ class _Plan:
 
 
 def _fuse_rows(images: Sequence[np.ndarray], plan: _Plan) -> tuple[np.ndarray, np.ndarray]:
-    """Steps 2-5 of the module docstring on whole images or on strips of rows."""
+    """Steps 2-5 of the module docstring on whole images or on strips of rows (in place where
+    it can: these arrays are large)."""
     tables, reference = plan.tables, plan.reference
     height, width = images[0].shape[:2]
     codes = [_codes(im) for im in images]
-    ref_codes, ref_gain = codes[reference], plan.gains[reference]
-    ref_radiance = _lookup(tables.linear, ref_codes) * ref_gain
+    scaled = [tables.scaled(gain) for gain in plan.gains]
+    ref_codes = codes[reference]
+    ref_radiance = _lookup(scaled[reference][0], ref_codes)
     ref_trust = _lookup(tables.trust, ref_codes)
-    ref_cells = _cell_intervals(tables, ref_codes, ref_gain, plan.block)
+    ref_cells = _cell_intervals(*scaled[reference][1:], ref_codes, plan.block)
 
-    total = np.zeros((height, width, 3), np.float32)
-    weight_sum = np.zeros((height, width, 3), np.float32)
-    bound = np.zeros((height, width, 3), np.float32)
+    weight_sum = _lookup(tables.code_weight, ref_codes) + np.float32(REFERENCE_FLOOR)
+    total = weight_sum * ref_radiance
+    bound = np.where(tables.clipped[ref_codes], ref_radiance, np.float32(0))
     ghost = np.zeros((height, width), np.float32)
-    for i, (q, gain) in enumerate(zip(codes, plan.gains)):
-        radiance = ref_radiance if i == reference else _lookup(tables.linear, q) * gain
-        guide = radiance + ref_trust * (ref_radiance - radiance)  # the reference's radiance where trusted
-        exposure = np.minimum(guide * np.float32((EXPOSURES - 1) / gain) + np.float32(0.5), EXPOSURES)
-        weight = _lookup(tables.weight, exposure.astype(np.int32))
-        keep = None
+    for i, (q, gain, (linear, low, high)) in enumerate(zip(codes, plan.gains, scaled)):
         if i == reference:
-            weight += np.float32(REFERENCE_FLOOR)
-        elif plan.deghost:
-            mask = ghost_mask(_cell_intervals(tables, q, gain, plan.block), ref_cells, block=plan.block,
+            continue
+        radiance = _lookup(linear, q)
+        guide = ref_radiance - radiance  # becomes the reference's radiance where it is trusted ...
+        guide *= ref_trust
+        guide += radiance
+        guide *= np.float32((EXPOSURES - 1) / gain)  # ... then this image's exposure of it
+        np.minimum(guide, EXPOSURES, out=guide)
+        weight = _lookup(tables.weight, guide.astype(np.int32))
+        if plan.deghost:
+            mask = ghost_mask(_cell_intervals(low, high, q, plan.block), ref_cells, block=plan.block,
                               size=plan.size, shape=(height, width), wrap=plan.wrap)
             np.maximum(ghost, mask, out=ghost)
             keep = (1 - mask)[..., None]
             weight *= keep
-        total += weight * radiance
         weight_sum += weight
-        np.maximum(bound, radiance if keep is None else radiance * keep, out=bound, where=tables.clipped[q])
-    return np.maximum(total / np.maximum(weight_sum, np.float32(1e-12)), bound), ghost
+        total += np.multiply(weight, radiance, out=weight)
+        if plan.deghost:
+            radiance *= keep
+        np.maximum(bound, radiance, out=bound, where=tables.clipped[q])
+    total /= np.maximum(weight_sum, np.float32(1e-12), out=weight_sum)
+    return np.maximum(total, bound, out=total), ghost
 
 
 def _usable_cpus() -> int:
