@@ -107,10 +107,13 @@ class TestPositionalEncoding:
         f = torch.tensor([1.0, 2.0, 4.0])
         expected = torch.cat([(0.5 * f).sin(), (-1.0 * f).sin(), (0.5 * f).cos(), (-1.0 * f).cos()])
         torch.testing.assert_close(out[0], expected)
-        assert PositionalEncoding(80).freq_bands.shape == (1, 1, 80)
-        assert PositionalEncoding(80).freq_bands[0, 0, -1] == 2.0**79  # 320 channels: base 2
-        wide = PositionalEncoding(160).freq_bands[0, 0]  # 640 channels: base 5000^(1/64)
+        assert PositionalEncoding.frequencies(80)[-1] == 2.0**79  # 320 channels: base 2
+        wide = PositionalEncoding.frequencies(160)  # 640 channels: base 5000^(1/64)
         torch.testing.assert_close(wide[64], torch.tensor(5000.0), rtol=1e-4, atol=0)
+
+    def test_half_precision_blocks_keep_float32_frequencies(self):
+        pe = PositionalEncoding(80).half()
+        assert torch.isfinite(pe(torch.tensor([[0.25, 0.5]], dtype=torch.float16))).all()
 
 
 class TestMultiViewCAA:

@@ -11,6 +11,12 @@ Every folder is in its *official* layout, unchanged:
   (the official code also looks in ``merge_model/merge_model.pth``).
 - base SD (text -> HDR): a diffusers Stable Diffusion 1.5 folder; if absent, the hub id's
   snapshot in the standard Hugging Face cache is used.
+- MVDiffusion (panorama; outpainting): the official Lightning checkpoint ``pano.ckpt``
+  (``pano_outpaint.ckpt``) converted once by ``lediff convert-weights`` into a diffusers SD-2
+  folder (``unet/`` with 4 (9) input channels, ``vae/``, ``text_encoder/``, ``tokenizer/``,
+  ``scheduler/``) plus ``caa/`` (the correspondence-aware attention blocks, safetensors). The
+  conversion takes configs and tokenizer from ``sd2-base`` (``sd2-inpainting``): a diffusers
+  folder in the root or the hub snapshot in the Hugging Face cache.
 
 Every missing or wrong file raises ``errors.MissingWeights`` naming it and saying what to place
 where. Checkpoints load safetensors first; pickles only through ``torch.load(weights_only=True)``.
@@ -43,6 +49,9 @@ __all__ = [
     "check_sd_folder",
     "find_lediff_folders",
     "find_base_sd",
+    "find_sd_folder",
+    "check_mvdiffusion_folder",
+    "find_mvdiffusion",
     "fusion_weights_path",
     "load_fusion",
     "lediff_available",
@@ -63,12 +72,17 @@ class ModelSpec:
 
     name: str  # CLI name and folder name under the models root
     title: str
-    kind: str  # "lediff" (8-channel conditional unet + fusion) or "sd" (plain Stable Diffusion)
+    kind: str  # "lediff" (8-channel conditional unet + fusion), "sd" (plain Stable Diffusion), "mvdiffusion"
     gdrive_id: str | None = None  # official zip on Google Drive
     hub_id: str | None = None  # Hugging Face hub repository
+    checkpoint_url: str | None = None  # official checkpoint file (MVDiffusion: Dropbox), converted after download
+    in_channels: int = 4  # the unet's input channels ("sd" and "mvdiffusion")
+    base: str | None = None  # "mvdiffusion": the SD model whose configs and tokenizer the conversion uses
 
     @property
     def url(self) -> str:
+        if self.checkpoint_url:
+            return self.checkpoint_url
         if self.gdrive_id:
             return f"https://drive.google.com/file/d/{self.gdrive_id}/view"
         return f"https://huggingface.co/{self.hub_id}"
@@ -94,6 +108,40 @@ MODELS: dict[str, ModelSpec] = {
             "Stable Diffusion 1.5, the base model for text -> HDR",
             "sd",
             hub_id="stable-diffusion-v1-5/stable-diffusion-v1-5",
+        ),
+        ModelSpec(
+            "mvdiffusion",
+            "MVDiffusion panorama model (official pano.ckpt, NeurIPS 2023), converted",
+            "mvdiffusion",
+            checkpoint_url=(
+                "https://www.dropbox.com/scl/fi/yx9e0lj4fwtm9xh2wlhhg/pano.ckpt"
+                "?rlkey=kowqygw7vt64r3maijk8klfl0&dl=0"
+            ),
+            base="sd2-base",
+        ),
+        ModelSpec(
+            "mvdiffusion-outpaint",
+            "MVDiffusion panorama outpainting model (official pano_outpaint.ckpt), converted",
+            "mvdiffusion",
+            checkpoint_url=(
+                "https://www.dropbox.com/scl/fi/3mtj06qx6mxt4eme1oz2r/pano_outpaint.ckpt"
+                "?rlkey=xat6cwt47lzfjawum05xa5ftq&dl=0"
+            ),
+            in_channels=9,
+            base="sd2-inpainting",
+        ),
+        ModelSpec(
+            "sd2-base",
+            "Stable Diffusion 2 base, configs and tokenizer for converting MVDiffusion",
+            "sd",
+            hub_id="stabilityai/stable-diffusion-2-base",
+        ),
+        ModelSpec(
+            "sd2-inpainting",
+            "Stable Diffusion 2 inpainting (9-channel unet), for MVDiffusion outpainting",
+            "sd",
+            hub_id="stabilityai/stable-diffusion-2-inpainting",
+            in_channels=9,
         ),
     )
 }
@@ -207,10 +255,31 @@ def check_lediff_folder(folder: str | os.PathLike, name: str = "lediff-highlight
 
 
 def check_sd_folder(folder: str | os.PathLike, name: str = "sd-base") -> Path:
-    """Check a plain Stable Diffusion folder (4-channel unet); return it or raise MissingWeights."""
+    """Check a plain Stable Diffusion folder (the model's unet channels); return it or raise MissingWeights."""
     folder = Path(folder).expanduser().absolute()
-    _raise(MODELS[name], folder, _component_problems(folder, unet_in_channels=4))
+    _raise(MODELS[name], folder, _component_problems(folder, unet_in_channels=MODELS[name].in_channels))
     return folder
+
+
+def check_mvdiffusion_folder(folder: str | os.PathLike, name: str = "mvdiffusion") -> Path:
+    """Check a converted MVDiffusion folder (SD-2 layout plus ``caa/``); return it or raise MissingWeights."""
+    folder = Path(folder).expanduser().absolute()
+    problems = _component_problems(folder, unet_in_channels=MODELS[name].in_channels)
+    if folder.is_dir():
+        _read_json(folder / "caa" / "config.json", problems)
+        if _first_existing(folder / "caa", _DIFFUSERS_WEIGHTS[:1]) is None:
+            problems.append(f"{folder / 'caa' / _DIFFUSERS_WEIGHTS[0]}: missing (the CAA blocks)")
+    _raise(MODELS[name], folder, problems)
+    return folder
+
+
+def find_mvdiffusion(model_dir: str | os.PathLike | None = None, name: str = "mvdiffusion") -> Path:
+    """The converted MVDiffusion folder: ``model_dir`` itself when it is one, else ``<root>/<name>``."""
+    root = models_root(model_dir)
+    folder = root if (root / "caa").is_dir() else root / name
+    if not folder.exists():
+        raise MissingWeights(f"no {MODELS[name].title} in {root}.\n{manual_instructions(name, root)}")
+    return check_mvdiffusion_folder(folder, name)
 
 
 def find_lediff_folders(
@@ -240,22 +309,29 @@ def find_lediff_folders(
 
 
 def find_base_sd(base_model_dir: str | os.PathLike | None = None, model_dir: str | os.PathLike | None = None) -> Path:
-    """The base Stable Diffusion folder for text -> HDR.
+    """The base Stable Diffusion folder for text -> HDR (``find_sd_folder`` of ``sd-base``)."""
+    return find_sd_folder("sd-base", base_model_dir, model_dir)
 
-    ``base_model_dir`` (the folder itself or a root holding ``sd-base``), else ``sd-base`` in the
-    models root, else the hub snapshot already in the Hugging Face cache (never downloads).
+
+def find_sd_folder(
+    name: str, folder: str | os.PathLike | None = None, model_dir: str | os.PathLike | None = None
+) -> Path:
+    """A plain Stable Diffusion model's folder (``name`` of kind "sd").
+
+    ``folder`` (the folder itself or a root holding ``<name>``), else ``<name>`` in the models
+    root, else the hub snapshot already in the Hugging Face cache (never downloads).
     """
-    spec = MODELS["sd-base"]
-    if base_model_dir:
-        path = Path(base_model_dir).expanduser().absolute()
-        return check_sd_folder(path if is_model_folder(path) else path / spec.name)
+    spec = MODELS[name]
+    if folder:
+        path = Path(folder).expanduser().absolute()
+        return check_sd_folder(path if is_model_folder(path) else path / spec.name, name)
     local = models_root(model_dir) / spec.name
     if local.exists():
-        return check_sd_folder(local)
+        return check_sd_folder(local, name)
     cached = _hub_snapshot(spec, local_only=True)
     if cached is not None:
-        return check_sd_folder(cached)
-    raise MissingWeights(f"no base Stable Diffusion model found.\n{manual_instructions(spec.name, local.parent)}")
+        return check_sd_folder(cached, name)
+    raise MissingWeights(f"not found: {spec.title}.\n{manual_instructions(spec.name, local.parent)}")
 
 
 def _hub_snapshot(spec: ModelSpec, local_only: bool) -> Path | None:
@@ -323,9 +399,12 @@ def model_status(name: str, model_dir: str | os.PathLike | None = None) -> tuple
     spec = MODELS[name]
     folder = models_root(model_dir) / spec.name
     try:
-        if spec.kind == "lediff":
-            return (check_lediff_folder(folder, name), "ok") if folder.exists() else (None, "not installed")
-        found = find_base_sd(model_dir=model_dir)
+        if spec.kind in ("lediff", "mvdiffusion"):
+            if not folder.exists():
+                return None, "not installed"
+            check = check_lediff_folder if spec.kind == "lediff" else check_mvdiffusion_folder
+            return check(folder, name), "ok"
+        found = find_sd_folder(name, model_dir=model_dir)
         return found, "ok" if found == folder else "ok (Hugging Face cache)"
     except MissingWeights as exc:
         problem = str(exc).splitlines()
@@ -336,6 +415,15 @@ def manual_instructions(name: str, root: str | os.PathLike, folder: Path | None 
     """Exactly what to download and where to place it, for machines without internet access."""
     spec = MODELS[name]
     folder = folder or Path(root) / spec.name
+    if spec.checkpoint_url:
+        checkpoint = spec.checkpoint_url.rsplit("/", 1)[-1].split("?")[0]
+        return (
+            f"To install {spec.title}: download {checkpoint} from {spec.url} , then run"
+            f" lediff convert-weights {spec.name} {checkpoint} {folder}"
+            f" (it takes the configs and tokenizer from {MODELS[spec.base].title}: a diffusers folder at"
+            f" {Path(root) / spec.base} or {MODELS[spec.base].url} in the Hugging Face cache)."
+            f" On a machine with internet access: lediff models download {spec.name} --model-dir {Path(root)}"
+        )
     if spec.gdrive_id:
         return (
             f"To install {spec.title}: download the zip from {spec.url} , unzip it, and place its"
@@ -361,12 +449,15 @@ def download_model(
     """Download, verify and install one model; return its folder. Offline: MissingWeights with instructions.
 
     Google Drive zips (``gdown``) are unzipped into ``<root>/<name>``; hub models go into the
-    standard Hugging Face cache. ``progress(stage, step, total)`` reports the stages.
+    standard Hugging Face cache; official checkpoint files (MVDiffusion) are downloaded and
+    converted into ``<root>/<name>``. ``progress(stage, step, total)`` reports the stages.
     """
     spec = MODELS[name]
     root = models_root(model_dir)
     report = progress or (lambda stage, step, total: None)
     offline = offline or os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
+    if spec.checkpoint_url:
+        return _download_checkpoint(spec, root, offline, report)
     if spec.hub_id:
         if offline:
             raise MissingWeights(f"offline: nothing downloaded.\n{manual_instructions(name, root)}")
@@ -404,6 +495,40 @@ def download_model(
         _unzip_model(archive, target)
     finally:
         archive.unlink(missing_ok=True)
+    report("install", 3, 3)
+    return target
+
+
+def _download_checkpoint(spec: ModelSpec, root: Path, offline: bool, report: Progress) -> Path:
+    """Fetch an official checkpoint file and convert it into ``<root>/<name>`` (MVDiffusion)."""
+    import urllib.request
+
+    target = root / spec.name
+    if target.exists():
+        return check_mvdiffusion_folder(target, spec.name)
+    if offline:
+        raise MissingWeights(f"offline: nothing downloaded.\n{manual_instructions(spec.name, root)}")
+    try:
+        base = find_sd_folder(spec.base, model_dir=root)
+    except MissingWeights:
+        base = download_model(spec.base, root, progress=report)
+    root.mkdir(parents=True, exist_ok=True)
+    checkpoint = root / f".{spec.name}.ckpt"
+    report("download", 0, 3)
+    try:
+        url = spec.checkpoint_url.replace("dl=0", "dl=1")  # Dropbox: the file, not its web page
+        with urllib.request.urlopen(url, timeout=60) as response, open(checkpoint, "wb") as out:
+            shutil.copyfileobj(response, out, length=1 << 20)
+        report("convert", 1, 3)
+        from .mvdiffusion_weights import convert_mvdiffusion
+
+        convert_mvdiffusion(checkpoint, target, variant=spec.name, base_dir=base)
+    except MissingWeights:
+        raise
+    except Exception as exc:  # network errors, truncated downloads
+        raise MissingWeights(f"download of {spec.url} failed ({exc}).\n{manual_instructions(spec.name, root)}") from exc
+    finally:
+        checkpoint.unlink(missing_ok=True)
     report("install", 3, 3)
     return target
 

@@ -16,9 +16,10 @@ LayerNorm for query and keys, then a GEGLU feed-forward; both output projections
 so a fresh block is the identity and the multi-view UNet equals plain SD on each view.
 
 Module and parameter names follow the official checkpoint (``cp_blocks_*.<i>.transformer.attn1
-.to_q`` ..., ``pe.freq_bands``), so ``pano.ckpt`` maps onto ``MultiViewCAA`` by dropping the
-``mv_base_model.`` prefix. The blocks are attached with forward hooks: the UNet stays a stock
-``UNet2DConditionModel`` and runs unchanged outside ``MultiViewCAA.views(...)``.
+.to_q`` ...), so ``pano.ckpt`` maps onto ``MultiViewCAA`` by dropping the ``mv_base_model.``
+prefix (its ``pe.freq_bands`` constants are checked, not stored). The blocks are attached with
+forward hooks: the UNet stays a stock ``UNet2DConditionModel`` and runs unchanged outside
+``MultiViewCAA.views(...)``.
 
 Classes
 -------
@@ -50,20 +51,27 @@ NEIGHBOURS = (-1, 1)  # ring offsets of the key views, in this order
 
 
 class PositionalEncoding(nn.Module):
-    """NeRF-style encoding of 2-D offsets: ``(..., 2)`` -> ``(..., 4 N)``, computed in float32.
+    """NeRF-style encoding of 2-D offsets: ``(..., 2)`` -> ``(..., 4 N)``, always in float32.
 
-    Frequencies are ``2^k`` for ``N <= 80``, else ``(5000^(2.5/N))^k`` (k = 0 .. N-1), kept as
-    the buffer ``freq_bands`` like the official checkpoint. Large ``2^k`` make the highest
-    channels of wide blocks pseudo-random, exactly as in the trained model.
+    Frequencies are ``2^k`` for ``N <= 80``, else ``(5000^(2.5/N))^k`` (k = 0 .. N-1), as the
+    official ``PosEmbedding``. Large ``2^k`` make the highest channels of wide blocks
+    pseudo-random, exactly as in the trained model. The official checkpoint stores them as
+    ``pe.freq_bands``; here they are computed (no buffer), so casting the blocks to fp16 cannot
+    turn ``2^79`` into infinity; the converter checks the stored values against ``frequencies``.
     """
 
     def __init__(self, num_freqs: int):
         super().__init__()
+        self.num_freqs = num_freqs
+
+    @staticmethod
+    def frequencies(num_freqs: int) -> torch.Tensor:
+        """float32 (N,) frequencies, bit-identical to the official ``freq_bands``."""
         base = 2.0 if num_freqs <= 80 else 5000 ** (1 / (num_freqs / 2.5))
-        self.register_buffer("freq_bands", base ** torch.linspace(0, num_freqs - 1, num_freqs)[None, None])
+        return base ** torch.linspace(0, num_freqs - 1, num_freqs)
 
     def forward(self, xy: torch.Tensor) -> torch.Tensor:
-        angles = xy.float()[..., None] * self.freq_bands[0].float()  # (..., 2, N)
+        angles = xy.float()[..., None] * self.frequencies(self.num_freqs).to(xy.device)  # (..., 2, N)
         return torch.cat([angles.sin(), angles.cos()], dim=-2).flatten(-2)
 
 
@@ -252,19 +260,19 @@ class MultiViewCAA(ModelMixin, ConfigMixin):
         resamplers = getattr(block, "downsamplers", None) or getattr(block, "upsamplers", None)
         if resamplers:
             return resamplers[0].register_forward_pre_hook(
-                lambda module, args: (self._apply(caa, args[0]), *args[1:])
+                lambda module, args: (self._run_block(caa, args[0]), *args[1:])
             )
         return block.register_forward_hook(self._output_hook(caa))
 
     def _output_hook(self, caa: CorrespondenceAttentionBlock):
         def hook(module, args, output):
             if isinstance(output, tuple):  # down blocks return (hidden_states, residuals)
-                return (self._apply(caa, output[0]), *output[1:])
-            return self._apply(caa, output)
+                return (self._run_block(caa, output[0]), *output[1:])
+            return self._run_block(caa, output)
 
         return hook
 
-    def _apply(self, caa: CorrespondenceAttentionBlock, x: torch.Tensor) -> torch.Tensor:
+    def _run_block(self, caa: CorrespondenceAttentionBlock, x: torch.Tensor) -> torch.Tensor:
         if self._geometry is None or self._geometry.num_views < 2:
             return x
         return caa(x, self._geometry)

@@ -6,8 +6,11 @@ the code that loads the official checkpoints (``weights.find_lediff_folders``,
 without network or downloads. Everything is seeded; a tiny root is written in about a second.
 
 - ``write_tiny_models(root)``: ``lediff-highlight``, ``lediff-shadow`` (8-channel unet, VAE,
-  CLIP text encoder + tokenizer, scheduler, ``vae/merge_model.pth``) and ``sd-base``
-  (4-channel unet), named as in ``weights.MODELS``.
+  CLIP text encoder + tokenizer, scheduler, ``vae/merge_model.pth``), ``sd-base``
+  (4-channel unet), and the converted MVDiffusion layouts ``mvdiffusion`` (SD-2-shaped: linear
+  attention projections, GELU text encoder; 4-channel unet) and ``mvdiffusion-outpaint``
+  (9-channel inpainting unet), each with ``caa/`` blocks whose output projections are small
+  random values (so the views really interact); named as in ``weights.MODELS``.
 - ``build_components(shapes, unet_in_channels, seed)``: the same modules in memory, used by
   ``bench/gpu.py`` with ``SD15`` shapes.
 
@@ -35,7 +38,7 @@ __all__ = [
 ]
 
 # Bump when the folders' contents change, so cached roots are rewritten.
-TINY_VERSION = 1
+TINY_VERSION = 2
 _MARKER = "tiny-models.json"
 _SCALING_FACTOR = 0.18215
 _MAX_TOKENS = 77
@@ -74,6 +77,13 @@ TINY = ModelShapes(
     text_encoder=dict(
         hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4, projection_dim=32
     ),
+)
+
+# Stable Diffusion 2's differences from 1.x, at tiny size (MVDiffusion's base model).
+TINY_SD2 = ModelShapes(
+    unet=dict(TINY.unet, use_linear_projection=True, attention_head_dim=(2, 4)),
+    vae=TINY.vae,
+    text_encoder=dict(TINY.text_encoder, hidden_act="gelu"),
 )
 
 # Stable Diffusion 1.5's shapes (the official LEDiff models are fine-tuned from SD-class models).
@@ -210,6 +220,32 @@ def _write_model(folder: Path, shapes: ModelShapes, unet_in_channels: int, seed:
     return folder
 
 
+def _write_caa(folder: Path, seed: int) -> None:
+    """``caa/`` for the unet in ``folder``: seeded blocks with small random output projections."""
+    from diffusers import UNet2DConditionModel
+
+    from ..models.caa import MultiViewCAA
+
+    unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(folder / "unet"))
+    torch.manual_seed(seed)
+    caa = MultiViewCAA.for_unet(unet)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, parameter in caa.named_parameters():
+            if "to_out" in name or "ff.net.2" in name:
+                parameter.normal_(0.0, 0.1, generator=generator)
+    caa.save_pretrained(folder / "caa")
+
+
+def _write_mvdiffusion(folder: Path, unet_in_channels: int, seed: int) -> Path:
+    _write_model(folder, TINY_SD2, unet_in_channels, seed, with_fusion=False)
+    # SD-2's scheduler config says clip_sample false, which MVDiffusion's DDIM inherits.
+    scheduler = folder / "scheduler" / "scheduler_config.json"
+    scheduler.write_text(json.dumps(dict(json.loads(scheduler.read_text()), clip_sample=False), indent=2))
+    _write_caa(folder, seed + 5)
+    return folder
+
+
 def write_tiny_models(root: str | Path, seed: int = 0) -> dict[str, Path]:
     """Write a complete models root of tiny random-init models; return name -> folder."""
     root = Path(root)
@@ -217,6 +253,8 @@ def write_tiny_models(root: str | Path, seed: int = 0) -> dict[str, Path]:
         "lediff-highlight": _write_model(root / "lediff-highlight", TINY, 8, seed, with_fusion=True),
         "lediff-shadow": _write_model(root / "lediff-shadow", TINY, 8, seed + 10, with_fusion=True),
         "sd-base": _write_model(root / "sd-base", TINY, 4, seed + 20, with_fusion=False),
+        "mvdiffusion": _write_mvdiffusion(root / "mvdiffusion", 4, seed + 30),
+        "mvdiffusion-outpaint": _write_mvdiffusion(root / "mvdiffusion-outpaint", 9, seed + 40),
     }
     (root / _MARKER).write_text(json.dumps(dict(version=TINY_VERSION, seed=seed)))
     return folders
@@ -227,5 +265,6 @@ def ensure_tiny_models(root: str | Path, seed: int = 0) -> dict[str, Path]:
     root = Path(root)
     marker = root / _MARKER
     if marker.is_file() and json.loads(marker.read_text()) == dict(version=TINY_VERSION, seed=seed):
-        return {name: root / name for name in ("lediff-highlight", "lediff-shadow", "sd-base")}
+        names = ("lediff-highlight", "lediff-shadow", "sd-base", "mvdiffusion", "mvdiffusion-outpaint")
+        return {name: root / name for name in names}
     return write_tiny_models(root, seed)
