@@ -357,6 +357,15 @@ class TestExif:
             merge_files(paths, tmp_path / "out.exr")
 
 
+def test_sixteen_bit_brackets(city, tmp_path):
+    paths = [tmp_path / f"s{i}.png" for i in range(len(EVS))]
+    for path, image in zip(paths, city.images):
+        write_png(path, image, bits=16)
+    meta = merge_files(paths, tmp_path / "out.exr", evs=EVS)
+    hdr, _ = read_exr(tmp_path / "out.exr")
+    assert meta["reference"] == 1 and log_luminance_rmse(hdr, city.truth) <= OUTSIDE_RMSE_MAX
+
+
 class TestCli:
     def test_ev_takes_negative_values(self):
         args = cli.build_parser("merge").parse_args(["merge", "a.jpg", "b.jpg", "c.jpg", "-o", "o.exr", "--ev", "-2",
