@@ -36,6 +36,7 @@ COMMANDS: dict[str, CommandInfo] = {
     "models": CommandInfo("models", "list the model folders, or download an official model"),
     "tiny-models": CommandInfo("tiny_models", "write tiny random-init models in the official layouts"),
     "convert-weights": CommandInfo("convert_weights", "convert an official MVDiffusion checkpoint to safetensors"),
+    "panorama": CommandInfo("panorama", "prompt or photo -> 2:1 HDR environment (MVDiffusion + LEDiff)"),
 }
 
 

@@ -132,13 +132,13 @@ MODELS: dict[str, ModelSpec] = {
         ),
         ModelSpec(
             "sd2-base",
-            "Stable Diffusion 2 base, configs and tokenizer for converting MVDiffusion",
+            "Stable Diffusion 2 base (configs and tokenizer for converting MVDiffusion)",
             "sd",
             hub_id="stabilityai/stable-diffusion-2-base",
         ),
         ModelSpec(
             "sd2-inpainting",
-            "Stable Diffusion 2 inpainting (9-channel unet), for MVDiffusion outpainting",
+            "Stable Diffusion 2 inpainting (configs and tokenizer for converting MVDiffusion outpainting)",
             "sd",
             hub_id="stabilityai/stable-diffusion-2-inpainting",
             in_channels=9,

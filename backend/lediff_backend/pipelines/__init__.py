@@ -5,4 +5,6 @@
 - ``tiling``: overlapping, longitude-wrapping tiles (latent windows, tiled VAE).
 - ``itm_blend``: keep the unclipped input pixels (the paper's ITM blend).
 - ``previews``: approximate RGB of a latent for progress previews.
+- ``mvdiffusion``: ``MVDiffusionPipeline``, panorama views denoised jointly with CAA (text or photo).
+- ``hdr_panorama``: prompt/photo -> MVDiffusion views -> full sphere -> LEDiff -> 2:1 HDR.
 """
