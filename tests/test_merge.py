@@ -38,6 +38,7 @@ from lediff_backend.errors import BadInput, BadRequest, MissingWeights
 from lediff_backend.hdr.color import CRF, inverse_crf_lediff, sample_crf_params, srgb_to_linear
 from lediff_backend.hdr.exposure import expose, metered_ev, quantize
 from lediff_backend.hdr.exr import read_exr
+from lediff_backend.hdr.gainmap import decode_gainmap_jpeg
 from lediff_backend.hdr.imageio import read_image
 from lediff_backend.hdr.ldr import write_png
 from lediff_backend.hdr.metrics import fit_scale, log_luminance_rmse
@@ -375,13 +376,15 @@ class TestCli:
 
     def test_end_to_end(self, pngs, city, tmp_path):
         output = tmp_path / "merged.exr"
-        done = subprocess.run([*LEDIFF, "merge", *map(str, pngs), "-o", str(output), "--ev", "-2", "0", "2"],
-                              capture_output=True, text=True, timeout=120)
+        gain_map = tmp_path / "merged.jpg"
+        done = subprocess.run([*LEDIFF, "merge", *map(str, pngs), "-o", str(output), "--ev", "-2", "0", "2",
+                               "--gainmap", str(gain_map)], capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stderr
         hdr, header = read_exr(output)
         assert header["lediff:engine"] == "classic" and header["lediff:reference"] == "1"
         assert log_luminance_rmse(hdr, city.truth) <= OUTSIDE_RMSE_MAX
         assert "[5/5] write" in done.stderr
+        assert log_luminance_rmse(decode_gainmap_jpeg(gain_map.read_bytes())[1], hdr) <= 0.07
 
     def test_error_is_one_line_and_exit_2(self, pngs, tmp_path):
         done = subprocess.run([*LEDIFF, "merge", *map(str, pngs), "-o", str(tmp_path / "x.exr")],

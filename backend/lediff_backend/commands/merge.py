@@ -25,14 +25,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="camera response: srgb (default; linear for RAW files), recover "
                              "(estimated from the bracket) or linear")
     parser.add_argument("--half", action="store_true", help="16-bit half-float EXR (values clamped to 65504)")
+    parser.add_argument("--gainmap", metavar="OUT.jpg", help="also write an Ultra HDR gain-map JPEG of the result")
 
 
 def run(args: argparse.Namespace) -> int:
     from ..merge import merge_files
+    from ._gainmap import check_gainmap_output, write_gainmap_of
 
+    check_gainmap_output(args.gainmap)
     meta = merge_files(
         args.inputs, args.output, evs=args.ev, engine=args.engine, reference=args.reference,
         response=args.response, half=args.half, progress=StderrProgress("merge"),
     )
+    write_gainmap_of(meta, args.gainmap)
     print(json.dumps(meta, indent=2))
     return 0
