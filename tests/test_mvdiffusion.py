@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import urllib.request
 
 import numpy as np
 import pytest
@@ -16,6 +17,7 @@ from diffusers import DDIMScheduler, StableDiffusionPipeline
 from diffusers.utils.torch_utils import randn_tensor
 from safetensors.torch import load_file
 
+from lediff_backend import weights
 from lediff_backend.cli import main
 from lediff_backend.errors import MissingWeights
 from lediff_backend.hdr.projection import equirect_directions, equirect_to_perspective
@@ -313,6 +315,28 @@ class TestConvertWeights:
         (tmp_path / "junk.ckpt").write_bytes(b"not a checkpoint")
         with pytest.raises(MissingWeights, match="cannot be read"):
             convert_mvdiffusion(tmp_path / "junk.ckpt", tmp_path / "out", base_dir=tiny_root / "mvdiffusion")
+
+    def test_download_offline_says_what_to_place_where(self, tmp_path):
+        with pytest.raises(MissingWeights) as caught:
+            weights.download_model("mvdiffusion", tmp_path, offline=True)
+        message = str(caught.value)
+        assert weights.MODELS["mvdiffusion"].url in message
+        assert f"lediff convert-weights mvdiffusion pano.ckpt {tmp_path / 'mvdiffusion'}" in message
+
+    def test_download_fetches_and_converts(self, tiny_root, official_checkpoint, tmp_path, monkeypatch):
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+        (tmp_path / "sd2-base").symlink_to(tiny_root / "mvdiffusion")  # an SD-2-shaped diffusers folder
+        urls = []
+
+        def urlopen(url, timeout):
+            urls.append(url)
+            return open(official_checkpoint, "rb")
+
+        monkeypatch.setattr(urllib.request, "urlopen", urlopen)
+        folder = weights.download_model("mvdiffusion", tmp_path)
+        assert folder == tmp_path / "mvdiffusion" and urls[0].endswith("dl=1")
+        assert weights.model_status("mvdiffusion", tmp_path) == (folder, "ok")
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["mvdiffusion", "sd2-base"]  # no leftovers
 
     def test_command(self, tiny_root, official_checkpoint, tmp_path, capsys):
         out = tmp_path / "mvdiffusion"

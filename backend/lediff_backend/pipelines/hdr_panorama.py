@@ -210,6 +210,7 @@ def _generated_poles(pipe, band, coverage, prompt, steps, guidance, generator, o
     """Generate the zenith and nadir with an inpainting UNet conditioned on the reprojected band."""
     height, width = coverage.shape
     size = pipe.default_view_size
+    alpha = _band_alpha(coverage)[..., None]
     out = band.copy()
     for pitch in (90.0, -90.0):
         view = equirect_to_perspective(band, size, size, POLE_FOV_DEG, 0.0, pitch)
@@ -227,7 +228,6 @@ def _generated_poles(pipe, band, coverage, prompt, steps, guidance, generator, o
             guidance_scale=guidance,
         )[0]
         painted, seen = perspective_to_equirect(pole, height, width, POLE_FOV_DEG, 0.0, pitch)
-        alpha = _band_alpha(coverage)[..., None]
         use = seen > 0
         out[use] = (alpha * band + (1 - alpha) * painted)[use]
     return out

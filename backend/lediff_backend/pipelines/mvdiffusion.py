@@ -85,7 +85,6 @@ class MVDiffusionPipeline(DiffusionPipeline):
         )
         caa.attach(unet)
         self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
-        self.stage = "views"
         self._interrupt = False
         self._num_timesteps = 0
 
@@ -264,7 +263,6 @@ class MVDiffusionPipeline(DiffusionPipeline):
             self.maybe_free_model_hooks()
             return MVDiffusionPipelineOutput(images=None, interrupted=True) if return_dict else (None, True)
         # 7. Decode the views
-        self.stage = "decode views"
         if output_type == "latent":
             result: torch.Tensor | np.ndarray = latents
         else:
