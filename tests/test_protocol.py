@@ -32,6 +32,7 @@ class TestRequests:
         submit(),
         submit("sun", {"input": IMG}, output=None),
         submit("merge", {"inputs": [IMG, IMG], "ev": [-2, 0.5]}),
+        submit("merge", {"inputs": [IMG, IMG, IMG], "reference": 0, "response": "recover", "half": True}),
         submit("panorama", {"prompt": "a beach", "image": IMG, "width": 2048, "seed": 3}),
         submit("text2hdr", {"prompt": "a forest", "width": 1024, "height": 512, "guidance": 7.5}),
     ])

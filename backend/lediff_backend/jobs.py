@@ -190,6 +190,7 @@ class JobRunner:
 
         p = job.params
         return merge_files(p["inputs"], job.output, evs=p.get("ev"), engine=p.get("engine", "auto"),
+                           reference=p.get("reference"), response=p.get("response"), half=p.get("half", False),
                            progress=progress, should_cancel=should_cancel)
 
     def _text2hdr(self, job: Job, progress: ProgressFn, should_cancel: CancelFn) -> dict[str, Any]:

@@ -58,7 +58,7 @@ JOB_KINDS = {
                                           "shadow_model_dir": FOLDER}),
     "panorama": KindSpec({"prompt": TEXT}, {"image": FILE, "width": COUNT}),
     "text2hdr": KindSpec({"prompt": TEXT}, {"width": COUNT, "height": COUNT, "shadow_model_dir": FOLDER}),
-    "merge": KindSpec({"inputs": FILES}, {"ev": NUMBERS}),
+    "merge": KindSpec({"inputs": FILES}, {"ev": NUMBERS, "reference": INT, "response": TEXT, "half": BOOL}),
     "sun": KindSpec({"input": FILE}, writes_output=False),
 }
 
