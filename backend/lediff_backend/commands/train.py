@@ -1,0 +1,78 @@
+"""``lediff train decoder|highlight|shadow --data DIR --out DIR``: fine-tune LEDiff on HDR images.
+
+``decoder`` fine-tunes the latent fusion and the log-HDR decoder; ``highlight`` / ``shadow``
+the conditional denoisers. ``--model`` is the starting point: a Stable Diffusion folder or a
+LEDiff folder (default: the installed LEDiff model of that kind, else the base SD model). The
+trained model lands in ``OUT/export`` in the official layout (``--model-dir OUT/export``).
+Several GPUs or nodes: ``accelerate launch --config_file CONFIG -m lediff_backend.cli train ...``
+(see ``training/configs/accelerate_multi_gpu.yaml``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .. import weights
+from ..cli import SUCCESS
+from ..training.config import RECIPES
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("recipe", choices=sorted(RECIPES), help="what to fine-tune")
+    parser.add_argument("--data", required=True, help="folder of HDR images (.exr, .hdr), searched recursively")
+    parser.add_argument("--out", required=True, help="run folder: loss log, checkpoints, validation, export/")
+    parser.add_argument(
+        "--model",
+        help="starting weights: an SD or LEDiff folder (default: the installed LEDiff model of that kind,"
+        " else the base SD model)",
+    )
+    parser.add_argument("--decoder", help="LEDiff folder whose HDR decoder and fusion the denoiser export uses")
+    parser.add_argument("--model-dir", help="models root for the default --model (default: $LEDIFF_MODELS)")
+    parser.add_argument("--config", help="JSON file overriding the recipe's defaults (training/configs/)")
+    parser.add_argument("--steps", type=int, help="total optimisation steps (overrides the config)")
+    parser.add_argument("--cache-dir", help="cache the latents here (overrides the config's latent_cache)")
+    parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+
+
+def _default_model(recipe: str, model_dir: str | None) -> Path:
+    installed = weights.models_root(model_dir) / ("lediff-shadow" if recipe == "shadow" else "lediff-highlight")
+    if installed.exists():
+        return weights.check_lediff_folder(installed, installed.name)
+    return weights.find_base_sd(model_dir=model_dir)
+
+
+def _report(recipe: str):
+    def report(stage: str, step: int, total: int, values: dict) -> None:
+        losses = " ".join(f"{k} {v:.4g}" for k, v in values.items() if k not in ("step", "lr", "seconds"))
+        seconds = f" ({values['seconds']:.0f} s)" if "seconds" in values else ""
+        print(f"train {recipe}: {stage} {step}/{total} {losses}{seconds}", file=sys.stderr, flush=True)
+
+    return report
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..training.config import load_config
+    from ..training.loop import train
+
+    config, options = load_config(args.recipe, args.config, steps=args.steps, latent_cache=args.cache_dir)
+    model = Path(args.model) if args.model else _default_model(args.recipe, args.model_dir)
+    if args.recipe != "decoder" and not args.decoder and weights.fusion_weights_path(model) is None:
+        print(
+            f"train {args.recipe}: note: {model} is plain Stable Diffusion, so the export decodes LDR;"
+            " pass --decoder with a trained decoder (lediff train decoder) for HDR output",
+            file=sys.stderr,
+        )
+    if args.recipe == "decoder":
+        from ..training.decoder import DecoderRecipe
+
+        recipe = DecoderRecipe(model, options)
+    else:
+        from ..training.denoisers import DenoiserRecipe
+
+        recipe = DenoiserRecipe(args.recipe, model, options, decoder=args.decoder)
+    result = train(recipe, config, args.data, args.out, resume=args.resume, report=_report(args.recipe))
+    if result.main_process:
+        print(result.export)
+    return SUCCESS
