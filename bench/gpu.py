@@ -11,6 +11,8 @@ Without a CUDA GPU it says so in the JSON and exits 0. ``--tiny --device cpu`` r
 code on tiny models (the test suite does, to keep this script working).
 
     python bench/gpu.py [--steps 50] [--sizes 512x512,1024x1024,2048x1024] [--out result.json]
+
+MVDiffusion views and prompt -> 4096x2048 HDR panoramas: ``bench/panorama_gpu.py``.
 """
 
 from __future__ import annotations

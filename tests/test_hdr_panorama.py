@@ -6,6 +6,11 @@ wrap seam, non-constant poles, determinism, progress, cancel and errors end to e
 
 from __future__ import annotations
 
+import json
+import runpy
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -24,6 +29,7 @@ from lediff_backend.pipelines import hdr_panorama
 from lediff_backend.pipelines.hdr_panorama import ldr_panorama, lediff_panorama, load_panorama_pipeline
 from lediff_backend.testing.tiny import ensure_tiny_models
 
+REPO = Path(__file__).resolve().parents[1]
 PROMPT = "a sunset over the beach"
 WIDTH = 128
 STEPS = 2
@@ -214,3 +220,16 @@ def test_panorama_command_end_to_end(tiny_root, tmp_path, capsys):
     pixels, header = read_exr(out)
     assert pixels.shape == (128, 256, 3) and np.isfinite(pixels).all()
     assert header["lediff:engine"] == "mvdiffusion+lediff" and "lediff:sun" in header
+
+
+def test_benchmark_runs_on_tiny_models(capsys, monkeypatch):
+    """bench/panorama_gpu.py on tiny models on the CPU: the JSON it prints is complete."""
+    argv = ["panorama_gpu.py", "--tiny", "--device", "cpu", "--steps", "1", "--width", "64", "--repeat", "1"]
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(SystemExit) as done:
+        runpy.run_path(str(REPO / "bench" / "panorama_gpu.py"), run_name="__main__")
+    assert done.value.code == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["caa_overhead"]["ratio"] > 0 and report["views"]["views"] == 8
+    assert report["end_to_end"]["size"] == "64x32" and report["end_to_end"]["finite"]
+    assert report["gpu"] is False and "target" not in report

@@ -31,6 +31,8 @@ __all__ = [
     "ModelShapes",
     "TINY",
     "SD15",
+    "TINY_SD2",
+    "SD2",
     "write_tokenizer",
     "build_components",
     "write_tiny_models",
@@ -111,6 +113,20 @@ SD15 = ModelShapes(
         num_hidden_layers=12,
         num_attention_heads=12,
         projection_dim=768,
+    ),
+)
+
+# Stable Diffusion 2 base's shapes (MVDiffusion's base model, 512² views).
+SD2 = ModelShapes(
+    unet=dict(SD15.unet, attention_head_dim=(5, 10, 20, 20), cross_attention_dim=1024, use_linear_projection=True),
+    vae=SD15.vae,
+    text_encoder=dict(
+        hidden_size=1024,
+        intermediate_size=4096,
+        num_hidden_layers=23,
+        num_attention_heads=16,
+        projection_dim=512,
+        hidden_act="gelu",
     ),
 )
 
