@@ -38,6 +38,7 @@ COMMANDS: dict[str, CommandInfo] = {
     "convert-weights": CommandInfo("convert_weights", "convert an official MVDiffusion checkpoint to safetensors"),
     "panorama": CommandInfo("panorama", "prompt or photo -> 2:1 HDR environment (MVDiffusion + LEDiff)"),
     "train": CommandInfo("train", "fine-tune the LEDiff decoder or denoisers on a folder of HDR images"),
+    "bench": CommandInfo("bench", "run the benchmarks in the checkout's bench/ folder: fidelity, speed, gpu"),
 }
 
 
