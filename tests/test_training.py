@@ -227,10 +227,16 @@ class TestResume:
         np.testing.assert_allclose(_losses(result.log, "loss"), reference, rtol=1e-5)
         assert sorted(p.name for p in (split / "checkpoints").iterdir()) == ["step-00000003", "step-00000006"]
 
-    def test_resume_without_a_checkpoint_is_refused(self, tiny_root, data_dir, latent_cache, tmp_path):
-        recipe, config = _denoiser("highlight", tiny_root / "sd-base", latent_cache, steps=1)
+    def test_resume_needs_a_checkpoint_and_a_new_run_a_fresh_folder(self, tiny_root, data_dir, latent_cache, tmp_path):
+        def run(resume: bool):
+            recipe, config = _denoiser("highlight", tiny_root / "sd-base", latent_cache, steps=1)
+            return train(recipe, config, data_dir, tmp_path, resume=resume)
+
         with pytest.raises(BadInput, match="no checkpoint"):
-            train(recipe, config, data_dir, tmp_path, resume=True)
+            run(resume=True)
+        run(resume=False)
+        with pytest.raises(BadInput, match="pass --resume"):
+            run(resume=False)
 
 
 class TestLatentCache:

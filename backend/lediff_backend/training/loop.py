@@ -10,7 +10,8 @@ all-reduce and mixed precision. No process is started here.
 - ``loss.jsonl``: one JSON object per optimisation step (``step``, the recipe's losses averaged
   over processes and micro-batches, ``lr``, ``seconds``), and ``val_*`` lines after validations;
 - ``checkpoints/step-NNNNNNNN/``: ``accelerator.save_state`` (models, optimizers, RNG states,
-  EMA, the step); ``resume=True`` continues from the newest one (and drops later log lines);
+  EMA, the step); ``resume=True`` continues from the newest one (and drops later log lines),
+  and a fresh run refuses a folder that has checkpoints;
 - ``validation/step-NNNNNNNN.png``: the recipe's validation picture of fixed samples;
 - ``export/``: the trained model in the official folder layout (EMA weights when enabled);
 - ``config.json``: the configuration the run used.
@@ -202,6 +203,11 @@ def train(
 ) -> TrainResult:
     """Train ``recipe`` on the HDR files under ``data_dir`` for ``config.steps`` steps; export it."""
     out_dir = Path(out_dir).absolute()
+    checkpoint = latest_checkpoint(out_dir)
+    if resume and checkpoint is None:
+        raise BadInput(f"--resume: no checkpoint in {out_dir / 'checkpoints'}")
+    if not resume and checkpoint is not None:
+        raise BadInput(f"{out_dir} holds checkpoints of an earlier run: pass --resume, or choose another --out")
     out_dir.mkdir(parents=True, exist_ok=True)
     accelerator = _make_accelerator(config, out_dir)
     main = accelerator.is_main_process
@@ -244,10 +250,7 @@ def train(
         ema.to(accelerator.device)
         accelerator.register_for_checkpointing(ema)
     log = _Log(out_dir / "loss.jsonl", accelerator)
-    if resume:
-        checkpoint = latest_checkpoint(out_dir)
-        if checkpoint is None:
-            raise BadInput(f"--resume: no checkpoint in {out_dir / 'checkpoints'}")
+    if checkpoint is not None:
         accelerator.load_state(str(checkpoint))
         if main:
             _truncate_log(log.path, step.value)
