@@ -22,7 +22,7 @@ from lediff_backend.cli import main
 from lediff_backend.hdr.exr import read_exr
 from lediff_backend.hdr.metrics import wrap_seam_score
 from lediff_backend.hdr.photo_view import paste_photo, photo_fov_deg, photo_to_view
-from lediff_backend.hdr.projection import equirect_directions, equirect_to_perspective
+from lediff_backend.hdr.projection import equirect_directions, equirect_to_perspective, resize_equirect
 from lediff_backend.hdr.stitch import stitch_views
 from lediff_backend.models.correspondence import ring_yaws
 from lediff_backend.pipelines import hdr_panorama
@@ -161,6 +161,12 @@ class TestPanorama:
         caps = np.abs(_latitude(WIDTH // 2, WIDTH)) > 60
         assert not np.allclose(generated[caps], classic[caps])
         assert generated[caps].std(axis=0).min() > 0.01
+
+    def test_wider_than_the_views_is_stitched_at_their_resolution_and_enlarged(self, pipes):
+        native = ldr_panorama(PROMPT, pipes, width=256, steps=STEPS, poles="classic")  # 64² views: 256 wide
+        wide = ldr_panorama(PROMPT, pipes, width=512, steps=STEPS, poles="classic")
+        assert wide.shape == (256, 512, 3)
+        np.testing.assert_allclose(wide, np.clip(resize_equirect(native, 512), 0, 1), atol=1e-6)
 
     def test_photo_is_view_zero_and_stays_in_the_panorama(self, pipes, tmp_path):
         photo = np.zeros((48, 64, 3), np.float32)

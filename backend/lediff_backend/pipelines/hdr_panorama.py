@@ -4,7 +4,8 @@ The stages, each reported to ``progress(stage, step, total)``:
 
 1. ``views``: MVDiffusion denoises the 8 ring views jointly (text; or, with a photo, the
    outpainting variant with the photo as view 0); they are decoded and blended into a 2:1 LDR
-   panorama at the output width (``hdr.stitch``). A photo is pasted back over its own place.
+   panorama (``hdr.stitch``) at the views' own resolution (2048 wide for 512² views), enlarged
+   to the output width after stage 2. A photo is pasted back over its own place.
 2. ``poles``: the views see only about ±43° of latitude. Zenith and nadir are completed by
    generated pole views (the outpainting variant's SD-2 inpainting UNet, one 120° view looking
    straight up and one down, conditioned on the reprojected band) when those weights are
@@ -19,6 +20,7 @@ outpainting variant on first use); ``lediff_panorama`` runs one job and returns 
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +33,7 @@ from .. import errors, weights
 from ..classic.poles import fill_poles
 from ..hdr.imageio import read_image
 from ..hdr.photo_view import paste_photo, photo_fov_deg, photo_to_view
-from ..hdr.projection import equirect_to_perspective, perspective_to_equirect
+from ..hdr.projection import equirect_to_perspective, perspective_to_equirect, resize_equirect
 from ..hdr.stitch import stitch_views
 from ..models.caa import MultiViewCAA
 from ..models.correspondence import RING_FOV_DEG, ring_yaws
@@ -274,7 +276,6 @@ def ldr_panorama(
     _check_request(prompt, image, width, poles)
     photo, photo_fov = _read_photo(image, fov_deg) if image is not None else (None, None)
     generator = torch.Generator("cpu").manual_seed(int(seed))
-    height = width // 2
 
     # 1. The ring of views, stitched (a photo is view 0 of the outpainting variant)
     views_pipe = pipeline.outpaint(required=True) if photo is not None else pipeline.text
@@ -291,9 +292,10 @@ def ldr_panorama(
         guidance_scale=guidance,
         **condition,
     )
-    band, coverage = stitch_views(list(views), ring_yaws(len(views)), RING_FOV_DEG, height, width)
-    if photo is not None:
-        band = paste_photo(band, photo, photo_fov)
+    # The views hold no detail beyond their own resolution: stitch and fill at most at that
+    # width (2048 for 512² views), then enlarge; a photo is pasted at the output width.
+    work = min(width, 16 * math.ceil(views_pipe.default_view_size * 360 / RING_FOV_DEG / 16))
+    band, coverage = stitch_views(list(views), ring_yaws(len(views)), RING_FOV_DEG, work // 2, work)
     # 2. Zenith and nadir
     inpaint = None if poles == "classic" else pipeline.outpaint(required=poles == "generated")
     if inpaint is not None:
@@ -303,6 +305,9 @@ def ldr_panorama(
         ldr = fill_poles(band, coverage)
         if progress is not None:
             progress("poles", 1, 1)
+    ldr = resize_equirect(ldr, width) if work < width else ldr
+    if photo is not None:
+        ldr = paste_photo(ldr, photo, photo_fov)
     return np.clip(ldr, 0.0, 1.0)
 
 
