@@ -124,30 +124,39 @@ class TestPhotoView:
 class TestPanorama:
     @pytest.fixture(scope="class")
     def run(self, pipes):
-        stages = []
+        stages, previews = [], []
         hdr = lediff_panorama(
-            PROMPT, width=WIDTH, steps=STEPS, pipeline=pipes, poles="classic", progress=lambda *a: stages.append(a)
+            PROMPT,
+            width=WIDTH,
+            steps=STEPS,
+            pipeline=pipes,
+            poles="classic",
+            progress=lambda *a: stages.append(a),
+            preview=lambda stage, step, rgb: previews.append((stage, step, rgb.shape)),
+            preview_every=1,
         )
-        return hdr, stages
+        return hdr, stages, previews
 
     def test_a_finite_seamless_two_to_one_hdr(self, run):
-        hdr, _ = run
+        hdr = run[0]
         assert hdr.shape == (WIDTH // 2, WIDTH, 3) and hdr.dtype == np.float32
         assert np.isfinite(hdr).all() and hdr.min() >= 0
         assert wrap_seam_score(hdr) < 2.0
 
     def test_poles_are_not_constant(self, run):
-        hdr, _ = run
+        hdr = run[0]
         log = np.log(hdr.mean(axis=-1) + 1e-4)
         rows = WIDTH // 2 // 10
         assert log[:rows].std() > 0.01 and log[-rows:].std() > 0.01
 
-    def test_progress_per_stage(self, run):
-        _, stages = run
+    def test_progress_and_previews_per_stage(self, run):
+        _, stages, previews = run
         names = [s[0] for s in stages]
         assert names[0] == "views" and names.count("views") == STEPS
         assert names[STEPS] == "poles" and names[-1] == "done"
         assert {"highlight", "shadow"} <= set(names)
+        assert previews[0] == ("views", 1, (256, 512, 3))  # the 8 views' latents, stitched
+        assert {p[0] for p in previews} == {"views", "highlight", "shadow"}
 
     def test_deterministic(self, run, pipes):
         again = lediff_panorama(PROMPT, width=WIDTH, steps=STEPS, pipeline=pipes, poles="classic")
