@@ -165,10 +165,24 @@ def test_unknown_device_is_bad_input(backend, photo, tmp_path):
     assert error["code"] == "bad_input" and "no-such-device" in error["message"], error
 
 
-def test_panorama_says_mvdiffusion_is_not_built(backend, tmp_path):
-    job = {"kind": "panorama", "params": {"prompt": "a beach"}, "output": str(tmp_path / "pano.exr")}
+def test_panorama_runs_mvdiffusion_then_lediff(backend, tmp_path):
+    output = tmp_path / "pano.exr"
+    job = {"kind": "panorama", "params": {"prompt": "a beach", "width": 256, **NEURAL}, "output": str(output)}
     backend.send({"op": "submit", "id": "pano", "job": job})
-    error = finished(backend, "pano")[-1]
+    events = finished(backend, "pano")
+    assert events[-1]["event"] == "done", events[-1]
+    assert events[-1]["meta"]["engine"] == "mvdiffusion+lediff" and events[-1]["meta"]["panorama"] is True
+    assert "views" in stages(events)
+    assert exr_pixels(output).shape == (128, 256, 3)
+
+
+def test_panorama_without_mvdiffusion_names_what_to_install(backend, tmp_path):
+    empty = tmp_path / "models"
+    empty.mkdir()
+    job = {"kind": "panorama", "params": {"prompt": "a beach", "model_dir": str(empty)},
+           "output": str(tmp_path / "pano.exr")}
+    backend.send({"op": "submit", "id": "pano-missing", "job": job})
+    error = finished(backend, "pano-missing")[-1]
     assert error["code"] == "missing_weights", error
-    assert "MVDiffusion" in error["message"] and "not built yet" in error["message"]
-    assert "LEDiff models" not in error["message"]  # the tiny LEDiff models are there
+    assert str(empty) in error["message"]
+    assert not (tmp_path / "pano.exr").exists()

@@ -206,15 +206,17 @@ class JobRunner:
         return {**meta, "output": job.output}
 
     def _panorama(self, job: Job, progress: ProgressFn, should_cancel: CancelFn) -> dict[str, Any]:
-        from .weights import find_lediff_folders
+        from .convert import write_result
+        from .hdr.summary import summarize
 
-        message = ("panorama: text -> HDR panorama runs MVDiffusion, which is not built yet in this "
-                   "backend; meanwhile make a flat HDR image with a 'text2hdr' job, or 'convert' a 360° photo")
-        try:
-            find_lediff_folders(self._model_dir(job.params))
-        except MissingWeights as exc:
-            message += f". The panorama will also need the LEDiff models: {exc}"
-        raise MissingWeights(message)
+        p = job.params
+        pipeline = self._panorama_pipeline(p, progress)
+        with self._neural_options(job, progress, should_cancel, pipeline) as options:
+            hdr = _engine_module("hdr_panorama").lediff_panorama(
+                p["prompt"], image=p.get("image"), width=p.get("width", 2048), **options)
+        meta = {**summarize(hdr, panorama=True), "engine": "mvdiffusion+lediff", "prompt": p["prompt"]}
+        write_result(job.output, hdr, meta)
+        return {**meta, "output": job.output}
 
     # LEDiff runs ------------------------------------------------------------------------------
 
@@ -224,13 +226,21 @@ class JobRunner:
     @contextlib.contextmanager
     def _lediff_options(self, job: Job, progress: ProgressFn, should_cancel: CancelFn, *,
                         text2hdr: bool = False) -> Iterator[dict[str, Any]]:
-        """The LEDiff engine options of a job: warm pipeline, its own steps/seed/guidance, progress,
+        """The LEDiff engine options of a job, with its warm pipeline (see ``_neural_options``)."""
+        pipeline = self._lediff_pipeline(job.params, progress, text2hdr)
+        with self._neural_options(job, progress, should_cancel, pipeline) as options:
+            yield options
+
+    @contextlib.contextmanager
+    def _neural_options(self, job: Job, progress: ProgressFn, should_cancel: CancelFn,
+                        pipeline: Any) -> Iterator[dict[str, Any]]:
+        """A neural job's engine options: ``pipeline``, its own steps/seed/guidance, progress,
         cancel and previews. The preview file goes when the job ends, whichever way."""
         p = job.params
         previews = _Previews(job.output, progress)
         every = max(p.get("preview_every") or 0, 0)
         options = {name: p[name] for name in LEDIFF_OPTIONS if name in p}
-        options.update(pipeline=self._lediff_pipeline(p, progress, text2hdr), progress=previews.progress,
+        options.update(pipeline=pipeline, progress=previews.progress,
                        should_cancel=should_cancel, preview=previews.show if every else None,
                        preview_every=every)
         try:
@@ -259,6 +269,26 @@ class JobRunner:
 
         return self.cache.get((folders, str(device), str(dtype).removeprefix("torch.")), load)
 
+    def _panorama_pipeline(self, params: dict[str, Any], progress: ProgressFn) -> Any:
+        """The warm MVDiffusion + LEDiff pipelines for these folders, device and dtype."""
+        from .weights import find_lediff_folders, find_mvdiffusion
+
+        model_dir, shadow_dir = self._model_dir(params), params.get("shadow_model_dir")
+        found = find_lediff_folders(model_dir, shadow_dir)  # MissingWeights naming the folder
+        mvdiffusion = find_mvdiffusion(model_dir)
+        device = self._torch_device(params.get("device") or self.device)
+        dtype = _lediff_engine().default_dtype(device)
+        folders = tuple(str(f) for f in (mvdiffusion, found.highlight, found.shadow) if f is not None)
+
+        def load() -> Any:
+            progress("load", 0, 1)
+            pipeline = _engine_module("hdr_panorama").load_panorama_pipeline(
+                model_dir, device, dtype, shadow_model_dir=shadow_dir)
+            progress("load", 1, 1)
+            return pipeline
+
+        return self.cache.get((folders, str(device), str(dtype).removeprefix("torch.")), load)
+
     @staticmethod
     def _torch_device(name: str) -> Any:
         """``name`` as a torch device this machine has (``auto``: the best one), else BadInput."""
@@ -271,13 +301,17 @@ class JobRunner:
         return device
 
 
-def _lediff_engine() -> Any:
-    """The LEDiff engine module (imports torch and diffusers), or MissingWeights saying what to install."""
+def _engine_module(name: str) -> Any:
+    """A neural engine module of ``pipelines`` (imports torch and diffusers), or MissingWeights
+    saying what to install."""
     try:
-        from .pipelines import lediff_engine
+        return importlib.import_module(f"lediff_backend.pipelines.{name}")
     except ImportError as exc:
-        raise MissingWeights(f"the LEDiff engine needs torch and diffusers ({exc}): {NEURAL_EXTRA}") from exc
-    return lediff_engine
+        raise MissingWeights(f"the neural engines need torch and diffusers ({exc}): {NEURAL_EXTRA}") from exc
+
+
+def _lediff_engine() -> Any:
+    return _engine_module("lediff_engine")
 
 
 class _Previews:
