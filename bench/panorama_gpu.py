@@ -25,9 +25,20 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # for _common (bench/ is not a package)
 
-from gpu import build_pipeline as build_lediff  # noqa: E402  (bench/ is not a package)
+
+def _load_sibling(name: str):
+    """A module of bench/ by file (bench/ is not a package, and Blender's bpy has its own ``gpu``)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"lediff_bench_{name}", Path(__file__).with_name(f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+build_lediff = _load_sibling("gpu").build_pipeline
 
 TARGET = {"width": 4096, "seconds": 60.0, "vram_gb": 12.0}
 
