@@ -99,6 +99,11 @@ class Photo(NamedTuple):
     encoded: np.ndarray
 
 
+def through_convert(engine: str, **options) -> Callable[[np.ndarray], np.ndarray]:
+    """An engine of ``convert.ENGINES`` as a function of the display-encoded photo."""
+    return lambda encoded: convert_pixels(encoded, engine=engine, **options)
+
+
 def find_engines(model_dir: str | None) -> list[Engine]:
     """The baseline and classic engines, and LEDiff where its weights are found."""
     from lediff_backend.errors import MissingWeights
@@ -106,21 +111,16 @@ def find_engines(model_dir: str | None) -> list[Engine]:
 
     engines = [
         Engine("baseline", "baseline (linearised photo)", linearise),
-        Engine("classic", "classic", lambda encoded: convert_pixels(encoded, engine="classic")),
+        Engine("classic", "classic", through_convert("classic")),
     ]
     if lediff_available(model_dir):
-        def lediff(encoded: np.ndarray) -> np.ndarray:
-            return convert_pixels(encoded, engine="lediff", model_dir=model_dir)
-
-        engines.append(Engine("lediff", "LEDiff", lediff))
-    else:
-        try:
-            find_lediff_folders(model_dir)
-            reason = "the neural stack (torch, diffusers) is not installed"
-        except MissingWeights as exc:  # its first line says where it looked
-            reason = str(exc).splitlines()[0]
-        engines.append(Engine("lediff", "LEDiff", None, skipped=reason))
-    return engines
+        return [*engines, Engine("lediff", "LEDiff", through_convert("lediff", model_dir=model_dir))]
+    try:
+        find_lediff_folders(model_dir)
+        reason = "the neural stack (torch, diffusers) is not installed"
+    except MissingWeights as exc:  # its first line says where it looked
+        reason = str(exc).splitlines()[0]
+    return [*engines, Engine("lediff", "LEDiff", None, skipped=reason)]
 
 
 def simulate_photos(truth: np.ndarray, map_index: int, args: argparse.Namespace) -> list[Photo]:

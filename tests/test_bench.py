@@ -18,7 +18,10 @@ METRIC_KEYS = {
     "sh_irradiance_error", "clipped_log_rmse", "key_light_deg", "energy_ratio",
     "peak_stops", "range_stops", "diffuse_sphere_error", "glossy_sphere_error",
 }
-TINY = "--maps city sunset --exposures 0 --responses crf --formats jpeg --width 128 --sphere-size 16 --samples 2 --tile 64"
+TINY = (
+    "--maps city sunset --exposures 0 --responses crf --formats jpeg "
+    "--width 128 --sphere-size 16 --samples 2 --tile 64"
+)
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +85,7 @@ def test_speed_rows_for_skipped_failed_and_unknown_benchmarks(speed):
     rows += speed.rows_of("server", {"status": "failed", "exit_code": 1, "stderr_tail": "Traceback\nTypeError: x\n"})
     addon = {
         "machine": {"cpu_count": 2}, "apply_world": {"wall_s": 0.25, "cpu_s": 0.2},
-        "pump": {"job_s": 4.0, "ticks": 9}, "merge_ratio": 1.25, "repeat": 3,
+        "pump": {"job_s": 4.0, "ticks": 9}, "merge_ratio": 1.25, "repeat": 3, "target_s": 1.0,
     }
     rows += speed.rows_of("addon", addon)
     assert [(r.benchmark, r.case, r.met) for r in rows] == [
