@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import importlib
+import importlib.util
 import json
 import math
 from pathlib import Path
@@ -76,8 +76,12 @@ class TestFidelity:
 
 @pytest.fixture
 def speed(monkeypatch):
-    monkeypatch.syspath_prepend(str(BENCH))
-    return importlib.import_module("speed")
+    """bench/speed.py loaded by its path (a bare ``import speed`` could find another module)."""
+    monkeypatch.syspath_prepend(str(BENCH))  # for its ``from _common import ...``
+    spec = importlib.util.spec_from_file_location("lediff_bench_speed", BENCH / "speed.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def test_speed_rows_for_skipped_failed_and_unknown_benchmarks(speed):
