@@ -26,16 +26,26 @@ write_image(sys.argv[2], linearise(read_image(sys.argv[1]).pixels), latlong=True
 """
 
 
-def make_input(folder: Path, width: int) -> Path:
-    from lediff_backend.hdr.exposure import simulate_ldr
-    from lediff_backend.hdr.imageio import read_image
-    from lediff_backend.hdr.ldr import write_png
-    from lediff_backend.hdr.projection import resize_equirect
-    from lediff_backend.sample_data import studiolight_path
+MAKE_INPUT = """
+import sys
+from lediff_backend.hdr.exposure import simulate_ldr
+from lediff_backend.hdr.imageio import read_image
+from lediff_backend.hdr.ldr import write_png
+from lediff_backend.hdr.projection import resize_equirect
+from lediff_backend.sample_data import studiolight_path
+hdr = resize_equirect(read_image(studiolight_path("sunrise")).pixels, int(sys.argv[2]))
+write_png(sys.argv[1], simulate_ldr(hdr).pixels)
+"""
 
-    hdr = resize_equirect(read_image(studiolight_path("sunrise")).pixels, width)
+
+def make_input(folder: Path, width: int) -> Path:
+    """An 8-bit PNG of the sunrise HDRI at ``width``, made in a child process.
+
+    Linux hands a parent's peak RSS on to its children through fork and exec, so this process
+    never holds a large image: the children's ``ru_maxrss`` is then their own.
+    """
     path = folder / f"sunrise_{width}.png"
-    write_png(path, simulate_ldr(hdr).pixels)
+    subprocess.run([sys.executable, "-c", MAKE_INPUT, str(path), str(width)], check=True)
     return path
 
 
