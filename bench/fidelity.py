@@ -137,6 +137,16 @@ def simulate_photos(truth: np.ndarray, map_index: int, args: argparse.Namespace)
     return photos
 
 
+def describe_photo(name: str, photo: Photo) -> dict:
+    """A case's description in the JSON."""
+    crf = isinstance(photo.response, CRF)
+    return {
+        "map": name, "exposure_offset_ev": photo.offset_ev, "ev": round(photo.ev, 3), "format": photo.format,
+        "response": "crf" if crf else photo.response,
+        "crf": {key: round(value, 4) for key, value in photo.response._asdict().items()} if crf else None,
+    }
+
+
 def describe_response(response: CRF | str) -> str:
     return f"CRF beta {response.beta:.2f} gamma {response.gamma:.2f}" if isinstance(response, CRF) else "sRGB"
 
@@ -209,13 +219,8 @@ def evaluate_map(map_index: int, name: str, args: argparse.Namespace, engines: l
                 engine: {**lighting_metrics(prediction, truth, clipped, reference), "seconds": seconds}
                 for (index, engine), (prediction, seconds) in predictions.items() if index == i
             }
-            cases.append({
-                "map": name, "exposure_offset_ev": photo.offset_ev, "ev": round(photo.ev, 3), "format": photo.format,
-                "response": "crf" if isinstance(photo.response, CRF) else photo.response,
-                "crf": {k: round(v, 4) for k, v in photo.response._asdict().items()}
-                if isinstance(photo.response, CRF) else None,
-                "clipped_fraction": round(float(clipped.mean()), 5), "engines": results,
-            })
+            cases.append({**describe_photo(name, photo), "clipped_fraction": round(float(clipped.mean()), 5),
+                          "engines": results})
     add_sphere_errors(cases, renders)
     shown = showcase_index(photos)
     write_strip(args.out / f"strip_{name}.png", name, photos[shown], shown, engines, environments, renders, args.tile)
