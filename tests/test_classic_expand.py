@@ -11,11 +11,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lediff_backend.classic.expand import SUN_DISC_SR, ExpandSettings, expand_ldr, linearise
+from lediff_backend.classic.expand import SUN_DISC_SR, ExpandSettings, expand_ldr, exposure_offset, linearise
+from lediff_backend.classic.partial_clip import ClipMasks
 from lediff_backend.errors import Cancelled
 from lediff_backend.hdr import metrics
 from lediff_backend.hdr.color import CRF, crf_lediff, linear_to_srgb, srgb_to_linear
-from lediff_backend.hdr.exposure import simulate_ldr
+from lediff_backend.hdr.exposure import metered_ev, simulate_ldr
 from lediff_backend.hdr.exr import read_exr
 from lediff_backend.hdr.projection import direction_to_uv, equirect_directions
 
@@ -104,6 +105,17 @@ class TestExpand:
         result = expand_ldr(simulate_ldr(hdr, ev=0.0).pixels, panorama=False)
         assert result.hdr.shape == (60, 100, 3) and result.sun_direction is None
         assert result.hdr.max() > 1.0
+
+    def test_a_darker_photo_expects_dimmer_lights(self, studiolights):
+        hdr = np.maximum(read_exr(studiolights["city"])[0], 0.0)
+
+        def offset(ev_change: float) -> float:
+            encoded = simulate_ldr(hdr, ev=metered_ev(hdr) + ev_change).pixels
+            return exposure_offset(linearise(encoded), ClipMasks(encoded, ExpandSettings().clip_level))
+
+        assert offset(0.0) == 0.0 and offset(1.0) == 0.0
+        assert offset(-2.0) < -0.5
+        assert offset(-3.0) - offset(-2.0) == pytest.approx(-1.0, abs=0.3)  # one stop per stop
 
     def test_progress_and_cancel(self):
         encoded = simulate_ldr(_glow_panorama([1.0, 0.0, 0.5]), ev=0.0).pixels

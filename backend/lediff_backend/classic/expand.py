@@ -130,7 +130,21 @@ def _rim_luminance(linear: np.ndarray, labels: np.ndarray, count: int, width_px:
     return np.where(counts > 0, total / np.maximum(counts, 1), 1.0)
 
 
-def _classify_and_gain(linear, masks, labels, count, solid_angles, degrees_per_pixel, wrap, settings):
+def exposure_offset(linear: np.ndarray, masks: ClipMasks, key: float = 0.3) -> float:
+    """Stops by which a photo is darker than a metered one (0 for metered or brighter photos).
+
+    Measured on the bright surfaces: the 90th percentile of the unclipped luminance reaches
+    ``key`` or more in a metered photo (0.33-0.73 on the eight bpy HDRIs' lit scenes). Light sources are about as bright relative
+    to the surfaces they light whatever the exposure, so a darker photo shows them fewer stops
+    over its white: the source domes and the sun's energy follow this offset.
+    """
+    lum = luminance(linear[::4, ::4])[~masks.any[::4, ::4]]
+    if lum.size == 0:
+        return 0.0
+    return float(min(0.0, np.log2(max(float(np.percentile(lum, 90)), 1e-6) / key)))
+
+
+def _classify_and_gain(linear, masks, labels, count, solid_angles, degrees_per_pixel, wrap, settings, offset=0.0):
     """Gain in stops of every pixel, and the regions' measures.
 
     Roundness is measured in pixels (area over the disc of the inner radius), so that the
@@ -157,7 +171,8 @@ def _classify_and_gain(linear, masks, labels, count, solid_angles, degrees_per_p
     roundness = np.clip((settings.ragged_above - ragged) / (settings.ragged_above - settings.round_below), 0, 1)
     halo = np.clip((rim - settings.halo_from) / (settings.halo_full - settings.halo_from), 0, 1)
     source_weight = roundness * halo * is_source
-    heights = settings.sky_stops + (settings.source_stops - settings.sky_stops) * source_weight
+    source_stops = max(settings.source_stops + offset, settings.sky_stops)
+    heights = settings.sky_stops + (source_stops - settings.sky_stops) * source_weight
     rise_fraction = settings.sky_rise + (settings.source_rise - settings.sky_rise) * source_weight
     rise = np.maximum(radius_px * rise_fraction, 0.5)
 
@@ -255,14 +270,21 @@ def expand_ldr(
         return Expansion(hdr, None, 0.0)
     solid_angles = _pixel_solid_angles(height, width, panorama, degrees_per_pixel)
     step(3)
-    gain, regions = _classify_and_gain(hdr, masks, labels, count, solid_angles, degrees_per_pixel, panorama, settings)
+    offset = exposure_offset(hdr, masks)
+    gain, regions = _classify_and_gain(
+        hdr, masks, labels, count, solid_angles, degrees_per_pixel, panorama, settings, offset
+    )
     hdr *= np.exp2(gain)[..., None]
     step(4)
     sun_direction = None
     if panorama:
         region, sun_direction = _sun_region(regions, solid_angles, settings)
         if region is not None:
-            energy = 2.0**sun_ev * SUN_DISC_SR if sun_ev is not None else settings.sun_energy_per_sr * regions.solid_angle[region]
+            energy = (
+                2.0**sun_ev * SUN_DISC_SR
+                if sun_ev is not None
+                else settings.sun_energy_per_sr * regions.solid_angle[region] * 2.0**offset
+            )
             colour = hdr[labels == region].mean(axis=0)
             _paint_sun(hdr, sun_direction, float(energy), colour / max(float(luminance(colour)), 1e-6))
     return Expansion(hdr, sun_direction, float(masks.any.mean()))
