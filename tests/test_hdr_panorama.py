@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from lediff_backend import errors
@@ -27,7 +26,6 @@ from lediff_backend.hdr.stitch import stitch_views
 from lediff_backend.models.correspondence import ring_yaws
 from lediff_backend.pipelines import hdr_panorama
 from lediff_backend.pipelines.hdr_panorama import ldr_panorama, lediff_panorama, load_panorama_pipeline
-from lediff_backend.testing.tiny import ensure_tiny_models
 
 REPO = Path(__file__).resolve().parents[1]
 PROMPT = "a sunset over the beach"
@@ -35,19 +33,8 @@ WIDTH = 128
 STEPS = 2
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-
-@pytest.fixture(scope="module")
-def tiny_root(tmp_path_factory):
-    root = tmp_path_factory.getbasetemp() / "tiny-models"
-    ensure_tiny_models(root)
-    return root
 
 
 @pytest.fixture(scope="module")

@@ -14,25 +14,12 @@ from lediff_backend import errors
 from lediff_backend.pipelines.itm_blend import blend_unclipped, clip_mask, fit_gamma_exposure
 from lediff_backend.pipelines.lediff_engine import lediff_itm, lediff_text2hdr, load_lediff_pipeline
 from lediff_backend.pipelines.tiling import map_tiles, tile_starts
-from lediff_backend.testing.tiny import ensure_tiny_models
 
 STEPS = 2  # PNDM runs STEPS + 1 timesteps per loop
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny models gain nothing from threads, and spinning threads crawl on a busy CI machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-
-@pytest.fixture(scope="module")
-def tiny_root(tmp_path_factory):
-    root = tmp_path_factory.getbasetemp() / "tiny-models"
-    ensure_tiny_models(root)
-    return root
 
 
 @pytest.fixture(scope="module")

@@ -27,25 +27,13 @@ from lediff_backend.models.correspondence import ring_yaws
 from lediff_backend.mvdiffusion_weights import CheckpointKeyError, convert_mvdiffusion, read_checkpoint
 from lediff_backend.pipelines.hdr_panorama import load_mvdiffusion_pipeline
 from lediff_backend.pipelines.mvdiffusion import MVDiffusionPipeline
-from lediff_backend.testing.tiny import ensure_tiny_models
 
 STEPS = 2
 PROMPT = "a sunset over the beach"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-
-@pytest.fixture(scope="module")
-def tiny_root(tmp_path_factory):
-    root = tmp_path_factory.getbasetemp() / "tiny-models"
-    ensure_tiny_models(root)
-    return root
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 
 from lediff_backend import weights
 from lediff_backend.cli import main
-from lediff_backend.testing.tiny import ensure_tiny_models, write_tiny_models, write_tokenizer
+from lediff_backend.testing.tiny import write_tiny_models, write_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
 OFFICIAL_FILES = [
@@ -32,20 +32,8 @@ OFFICIAL_FILES = [
 ]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny models gain nothing from threads, and spinning threads crawl on a busy CI machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-
-@pytest.fixture(scope="module")
-def tiny_root(tmp_path_factory) -> Path:
-    root = tmp_path_factory.getbasetemp() / "tiny-models"
-    ensure_tiny_models(root)
-    return root
 
 
 def _files(folder: Path) -> list[str]:

@@ -20,7 +20,6 @@ from lediff_backend.cli import main
 from lediff_backend.errors import BadInput
 from lediff_backend.hdr.color import luminance
 from lediff_backend.pipelines.lediff_engine import lediff_itm, load_lediff_pipeline
-from lediff_backend.testing.tiny import ensure_tiny_models
 from lediff_backend.training.config import load_config
 from lediff_backend.training.data import BracketDataset, LatentCache, ViewSettings, encode_bracket, find_hdr_files
 from lediff_backend.training.decoder import DecoderRecipe
@@ -42,20 +41,8 @@ FAST = dict(
 FIRST_LAST = 25  # losses averaged at each end of a run
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny models gain nothing from threads, and spinning threads crawl on a busy CI machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-
-@pytest.fixture(scope="module")
-def tiny_root(tmp_path_factory) -> Path:
-    root = tmp_path_factory.getbasetemp() / "tiny-models"
-    ensure_tiny_models(root)
-    return root
 
 
 @pytest.fixture(scope="module")
