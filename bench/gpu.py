@@ -18,12 +18,14 @@ MVDiffusion views and prompt -> 4096x2048 HDR panoramas: ``bench/panorama_gpu.py
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # for _common (bench/ is not a package)
+from _common import emit  # noqa: E402
 
 TARGET = {"size": "1024x1024", "seconds": 15.0, "vram_gb": 8.0}
 
@@ -134,10 +136,7 @@ def main(argv: list[str] | None = None) -> int:
             report["target"] = dict(
                 TARGET, met=target["total_seconds"] <= TARGET["seconds"] and target["peak_vram_gb"] <= TARGET["vram_gb"]
             )
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
+    emit(report, Path(args.out) if args.out else None)
     return 0
 
 

@@ -19,13 +19,13 @@ Without a CUDA GPU it says so in the JSON (only the CPU overhead is measured) an
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # for _common (bench/ is not a package)
+from _common import emit  # noqa: E402
 
 
 def _load_sibling(name: str):
@@ -188,10 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         if report["gpu"] and args.width == TARGET["width"]:
             met = run["total_seconds"] <= TARGET["seconds"] and run["peak_vram_gb"] <= TARGET["vram_gb"]
             report["target"] = dict(TARGET, met=met)
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
+    emit(report, Path(args.out) if args.out else None)
     return 0
 
 

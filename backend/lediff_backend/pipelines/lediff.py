@@ -32,7 +32,6 @@ Where this differs from the official scripts, on purpose:
 from __future__ import annotations
 
 import inspect
-import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -45,6 +44,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from ..models.fusion import LatentFusion
+from .checks import check_run_inputs
 from .itm_blend import blend_unclipped
 from .tiling import map_tiles
 
@@ -165,17 +165,8 @@ class LEDiffPipeline(DiffusionPipeline):
             )
         if not isinstance(prompt, str):
             raise ValueError("`prompt` must be one string")
-        if num_inference_steps < 1:
-            raise ValueError(f"`num_inference_steps` must be at least 1, got {num_inference_steps}")
-        if not math.isfinite(guidance_scale) or guidance_scale < 0:
-            raise ValueError(f"`guidance_scale` must be a finite number >= 0, got {guidance_scale}")
-        if output_type not in ("np", "pt", "latent"):
-            raise ValueError(f"`output_type` must be 'np', 'pt' or 'latent', got {output_type!r}")
-        unknown = [k for k in callback_on_step_end_tensor_inputs if k not in self._callback_tensor_inputs]
-        if unknown:
-            raise ValueError(
-                f"`callback_on_step_end_tensor_inputs` must be in {self._callback_tensor_inputs}, got {unknown}"
-            )
+        check_run_inputs(num_inference_steps, guidance_scale, output_type, callback_on_step_end_tensor_inputs,
+                         self._callback_tensor_inputs)
 
     @staticmethod
     def image_to_tensor(image: np.ndarray | torch.Tensor) -> torch.Tensor:

@@ -28,7 +28,6 @@ Views are returned in the order of ``models.correspondence.ring_yaws`` (view ``i
 from __future__ import annotations
 
 import inspect
-import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -42,6 +41,7 @@ from transformers import CLIPTextModel, CLIPTokenizer
 
 from ..models.caa import MultiViewCAA, ViewGeometry
 from ..models.correspondence import RING_FOV_DEG, RING_VIEWS, RING_YAW_STEP_DEG
+from .checks import check_run_inputs
 
 __all__ = ["MVDiffusionPipeline", "MVDiffusionPipelineOutput"]
 
@@ -134,17 +134,8 @@ class MVDiffusionPipeline(DiffusionPipeline):
             raise ValueError(f"`image` must be ({size}, {size}, 3) like the views, got {tuple(image.shape)}")
         if known is not None and known.shape != (size, size):
             raise ValueError(f"`image_known` must be ({size}, {size}), got {tuple(known.shape)}")
-        if num_inference_steps < 1:
-            raise ValueError(f"`num_inference_steps` must be at least 1, got {num_inference_steps}")
-        if not math.isfinite(guidance_scale) or guidance_scale < 0:
-            raise ValueError(f"`guidance_scale` must be a finite number >= 0, got {guidance_scale}")
-        if output_type not in ("np", "pt", "latent"):
-            raise ValueError(f"`output_type` must be 'np', 'pt' or 'latent', got {output_type!r}")
-        unknown = [k for k in callback_on_step_end_tensor_inputs if k not in self._callback_tensor_inputs]
-        if unknown:
-            raise ValueError(
-                f"`callback_on_step_end_tensor_inputs` must be in {self._callback_tensor_inputs}, got {unknown}"
-            )
+        check_run_inputs(num_inference_steps, guidance_scale, output_type, callback_on_step_end_tensor_inputs,
+                         self._callback_tensor_inputs)
 
     def encode_prompt(self, prompts: list[str], negative_prompt: str, do_cfg: bool) -> torch.Tensor:
         """CLIP hidden states per view: (2N, L, D) as [negatives..., prompts...] with guidance, else (N, L, D)."""
