@@ -12,6 +12,7 @@ from .sun import detect_sun
 __all__ = ["is_panorama", "summarize"]
 
 SUN_ANALYSIS_WIDTH = 1024  # the sun is found on an area-averaged copy at most this wide
+STATS_PIXELS = 1 << 21  # median and range come from a regular subsample of about this many pixels
 
 
 def is_panorama(height: int, width: int) -> bool:
@@ -24,14 +25,15 @@ def summarize(hdr: np.ndarray, *, panorama: bool | None = None) -> dict:
     height, width = hdr.shape[:2]
     if panorama is None:
         panorama = is_panorama(height, width)
-    lum = luminance(hdr)
+    stride = max(1, int(np.sqrt(height * width / STATS_PIXELS)))
+    sample = hdr[::stride, ::stride]
     summary = {
         "width": int(width),
         "height": int(height),
         "panorama": bool(panorama),
-        "peak": float(lum.max()),
-        "median": float(np.median(lum)),
-        "stops": round(dynamic_range_stops(hdr), 2),
+        "peak": float(luminance(hdr).max()),
+        "median": float(np.median(luminance(sample))),
+        "stops": round(dynamic_range_stops(sample), 2),
     }
     if panorama and summary["peak"] > 0:
         summary["sun"] = detect_sun(resize_equirect(hdr, min(width, SUN_ANALYSIS_WIDTH)))
