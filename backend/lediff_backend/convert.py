@@ -21,6 +21,8 @@ from .hdr.summary import is_panorama, summarize
 
 __all__ = ["ENGINES", "convert_file", "convert_pixels", "resize_to_width", "resolve_engine", "write_result"]
 
+MIN_WIDTH, MAX_WIDTH = 16, 16384  # the widths a result may be resampled to
+
 ProgressFn = Callable[[str, int, int], None]
 CancelFn = Callable[[], bool]
 
@@ -61,11 +63,13 @@ def write_result(output: str | os.PathLike, hdr: np.ndarray, meta: dict, *, half
 
 
 def resize_to_width(pixels: np.ndarray, width: int) -> np.ndarray:
-    """Resample to ``width`` columns, keeping the aspect ratio.
+    """Resample to ``width`` columns (16 to 16384, else BadInput), keeping the aspect ratio.
 
     Panoramas use the wrap-aware area average of ``projection``; other images Pillow's
     Lanczos filter per channel (float32 mode).
     """
+    if not MIN_WIDTH <= width <= MAX_WIDTH:
+        raise BadInput(f"width must be between {MIN_WIDTH} and {MAX_WIDTH} pixels, not {width}")
     if is_panorama(*pixels.shape[:2]):
         return resize_equirect(pixels, width)
     from PIL import Image
@@ -91,8 +95,6 @@ def convert_pixels(
     """Display-encoded LDR pixels (HxWx3, [0, 1]) -> scene-linear HDR with the chosen engine."""
     run = ENGINES[resolve_engine(engine, engine_options.get("model_dir"))]
     if width is not None:
-        if width < 16 or width > 16384:
-            raise BadInput(f"width must be between 16 and 16384 pixels, not {width}")
         encoded = np.clip(resize_to_width(encoded, width), 0.0, 1.0)
     panorama = is_panorama(*encoded.shape[:2])
     return run(encoded, panorama=panorama, sun_ev=sun_ev, progress=progress, should_cancel=should_cancel, **engine_options)

@@ -30,8 +30,6 @@ def run(args: argparse.Namespace) -> int:
         raise BadInput(f"{args.input} is not HDR; a preview tone-maps an EXR or .hdr file")
     pixels = image.pixels
     if args.width is not None:
-        if not 16 <= args.width <= 16384:
-            raise BadInput(f"width must be between 16 and 16384 pixels, not {args.width}")
         from ..convert import resize_to_width
 
         pixels = resize_to_width(pixels, args.width)
