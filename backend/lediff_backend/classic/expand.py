@@ -117,12 +117,18 @@ def _per_region(values: np.ndarray, labels: np.ndarray, count: int, reduce: str 
     return out
 
 
-def _rim_luminance(linear: np.ndarray, labels: np.ndarray, count: int, width_px: int = 3) -> np.ndarray:
-    """Mean luminance of the pixels within ``width_px`` outside each region (index 0 unused)."""
+def _rim_luminance(linear: np.ndarray, labels: np.ndarray, count: int, wrap: bool, width_px: int = 3) -> np.ndarray:
+    """Mean luminance of the pixels within ``width_px`` outside each region (index 0 unused).
+
+    With ``wrap`` the rim continues across the panorama's seam (never from top to bottom).
+    """
     rows = np.flatnonzero(labels.any(axis=1))
     top, bottom = max(rows[0] - width_px, 0), min(rows[-1] + width_px + 1, labels.shape[0])
     band = labels[top:bottom]
-    grown = ndimage.grey_dilation(band, size=(2 * width_px + 1, 2 * width_px + 1), mode="wrap")
+    pad = width_px if wrap else 0
+    padded = np.pad(band, ((0, 0), (pad, pad)), mode="wrap")
+    size = (2 * width_px + 1, 2 * width_px + 1)
+    grown = ndimage.grey_dilation(padded, size=size, mode="nearest")[:, pad : pad + band.shape[1]]
     rim = (band == 0) & (grown > 0)
     rim_labels = grown[rim]
     total = np.bincount(rim_labels, weights=luminance(linear[top:bottom][rim]), minlength=count + 1)
@@ -159,7 +165,7 @@ def _classify_and_gain(linear, masks, labels, count, solid_angles, degrees_per_p
     region_px = np.bincount(region_of, minlength=count + 1)
     radius_px = _per_region(distance_px.ravel()[inside], region_of, count, reduce="max")
     ragged = region_px / (np.pi * np.maximum(radius_px, 0.5) ** 2)
-    rim = _rim_luminance(linear, labels, count)
+    rim = _rim_luminance(linear, labels, count, wrap)
 
     at_pole = np.zeros(count + 1, dtype=bool)
     at_pole[np.unique(labels[[0, -1]])] = True
