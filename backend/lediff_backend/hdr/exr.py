@@ -161,12 +161,24 @@ def write_exr(
     if latlong:
         header["envmap"] = OpenEXR.ENVMAP_LATLONG
     header.update(_string_attributes(metadata or {}))
+    _use_all_cores()
     with atomic_output(path) as tmp:
         OpenEXR.File(header, _channels(pixels)).write(str(tmp))
 
 
+def _use_all_cores() -> None:
+    """Let OpenEXR compress and decompress line blocks on every core.
+
+    Its thread pool is empty by default (0 threads), which makes ZIP, the house compression,
+    the slowest step of a 4K convert; a count someone has set already is left alone.
+    """
+    if OpenEXR.global_thread_count() == 0:
+        OpenEXR.set_global_thread_count(os.cpu_count() or 1)
+
+
 def _read_part(path: str | os.PathLike) -> tuple[dict, dict[str, np.ndarray]]:
     """Header and channel name -> 2-D pixel array of the first part, or BadInput."""
+    _use_all_cores()
     try:
         exr = OpenEXR.File(str(path), separate_channels=True)
         header = exr.header()
