@@ -10,13 +10,15 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, JpegImagePlugin, MpoImagePlugin
 
 from lediff_backend.hdr.color import luminance, srgb_to_linear
 from lediff_backend.hdr.exposure import simulate_ldr
 from lediff_backend.hdr.exr import read_exr
-from lediff_backend.hdr.gainmap import _gain_map_start, decode_gainmap_jpeg, encode_gainmap_jpeg
-from lediff_backend.hdr.gainmap_iso import GainMapMetadata, decode_iso_metadata, encode_iso_metadata, to_fraction
+from lediff_backend.hdr.gainmap import (_gain_map_start, app_segments, decode_gainmap_jpeg, encode_gainmap_jpeg,
+                                        read_gainmap_metadata)
+from lediff_backend.hdr.gainmap_iso import (ISO_URN, GainMapMetadata, decode_iso_metadata, encode_iso_metadata,
+                                            to_fraction)
 from lediff_backend.hdr.imageio import read_image
 from lediff_backend.hdr.ldr import write_png
 from lediff_backend.hdr.metrics import log_luminance_rmse
@@ -41,20 +43,96 @@ def test_round_trip_on_real_hdris(encoded):
     np.testing.assert_allclose(decode_gainmap_jpeg(data, weight=0.0)[1], srgb_to_linear(sdr), atol=1e-6)
 
 
+def _segment_kinds(data: bytes, start: int = 0) -> list[str]:
+    """The segments of the JPEG at ``start`` up to its image data: JFIF, XMP, ISO (21496-1), MPF,
+    or the marker in hex."""
+    kinds = {(0xE0, b"JFIF\x00"): "JFIF", (0xE1, b"http://ns.adobe.com/xap/1.0/\x00"): "XMP", (0xE2, ISO_URN): "ISO",
+             (0xE2, b"MPF\x00"): "MPF"}
+    return [next((kind for (m, head), kind in kinds.items() if m == marker and payload.startswith(head)),
+                 f"{marker:02X}") for marker, _, payload in app_segments(data, start)]
+
+
+def _payload(data: bytes, start: int, kind: str) -> bytes:
+    (payload,) = [p for (_, _, p), k in zip(app_segments(data, start), _segment_kinds(data, start)) if k == kind]
+    return payload
+
+
 def test_layout(encoded):
-    """SDR JPEG with the container XMP and an MPF index, then the gain map JPEG to the end."""
+    """Primary: SOI, JFIF, container XMP, version-only ISO block, MPF index, then the SDR image data;
+    gain map: SOI, JFIF, hdrgm XMP, full ISO block, its image data, to the end of the file."""
     hdr, data = encoded
-    with Image.open(io.BytesIO(data)) as primary:
-        assert primary.size == hdr.shape[1::-1]
-        xmp = primary.info["xmp"].decode()
-    assert 'hdrgm:Version="1.0"' in xmp and 'Item:Semantic="GainMap"' in xmp
     start = _gain_map_start(data)
     assert data[start - 2 : start] == b"\xff\xd9" and data[start : start + 2] == b"\xff\xd8"
+    primary, gain_map = _segment_kinds(data), _segment_kinds(data, start)
+    assert primary[:4] == ["JFIF", "XMP", "ISO", "MPF"] and not any(k.startswith("E") for k in primary[4:])
+    assert gain_map[:3] == ["JFIF", "XMP", "ISO"] and not any(k.startswith("E") for k in gain_map[3:])
+    assert _payload(data, 0, "ISO") == ISO_URN + b"\x00" * 4  # minimum_version 0, writer_version 0
+    assert len(_payload(data, start, "ISO")) == len(ISO_URN) + 61  # the full one-channel block
+    xmp = _payload(data, 0, "XMP").decode()
+    assert 'hdrgm:Version="1.0"' in xmp and 'Item:Semantic="GainMap"' in xmp
     assert int(re.search(r'Item:Length="(\d+)"', xmp).group(1)) == len(data) - start
+    with Image.open(io.BytesIO(data)) as image:
+        assert image.size == hdr.shape[1::-1]
+
+
+def test_mpf_index_as_pillow_reads_it(encoded):
+    """Pillow's own MPF parser (``_getmp``, what its MPO reader uses; it opens Ultra HDR files as
+    plain JPEGs, so the MPO reader is adopted by hand) finds both images where they are."""
+    _, data = encoded
+    start = _gain_map_start(data)
+    primary = JpegImagePlugin.JpegImageFile(io.BytesIO(data))
+    index = primary._getmp()
+    entries = index[0xB002]
+    assert [entry["Size"] for entry in entries] == [start, len(data) - start]
+    assert entries[0]["DataOffset"] == 0 and primary.info["mpoffset"] + entries[1]["DataOffset"] == start
+    pictures = MpoImagePlugin.MpoImageFile.adopt(primary, index)
+    pictures.seek(1)
     with Image.open(io.BytesIO(data[start:])) as gain_map:
-        gain_xmp = gain_map.info["xmp"].decode()
-    low, high = (float(re.search(rf'hdrgm:{name}="([^"]+)"', gain_xmp).group(1)) for name in ("GainMapMin", "GainMapMax"))
+        np.testing.assert_array_equal(np.asarray(pictures.convert("RGB")), np.asarray(gain_map.convert("RGB")))
+
+
+def test_metadata_numbers(encoded):
+    """The ISO block holds the gain range of this HDR, gamma 1, offsets 1/1024 and headrooms
+    0 (an SDR base) to the gain max; the hdrgm XMP holds the same numbers to 9 digits."""
+    hdr, data = encoded
+    metadata = read_gainmap_metadata(data)
+    assert metadata.channel_count == 1 and metadata.use_base_colour_space
+    assert metadata.gamma[0] == 1 and metadata.base_offset[0] == metadata.alternate_offset[0] == Fraction(1, 1024)
+    assert metadata.base_hdr_headroom == 0 and metadata.alternate_hdr_headroom == metadata.gain_map_max[0]
+    low, high = float(metadata.gain_map_min[0]), float(metadata.gain_map_max[0])
     assert low <= 0.05 and high == pytest.approx(np.log2((hdr.max() + 1 / 1024) / (1 + 1 / 1024)), abs=0.3)
+    xmp = _payload(data, _gain_map_start(data), "XMP").decode()
+    for name, value in [("GainMapMin", low), ("GainMapMax", high), ("Gamma", 1.0), ("OffsetSDR", 1 / 1024),
+                        ("OffsetHDR", 1 / 1024), ("HDRCapacityMin", 0.0), ("HDRCapacityMax", high)]:
+        assert float(re.search(rf'hdrgm:{name}="([^"]+)"', xmp).group(1)) == pytest.approx(value, rel=1e-8, abs=1e-12)
+
+
+def test_xmp_only_readers_see_the_same_hdr(encoded):
+    """Without the gain map's ISO block (an Ultra HDR 1.0 reader's view) the XMP gives the same HDR."""
+    _, data = encoded
+    start = _gain_map_start(data)
+    (position, payload), = [(p, pl) for (_, p, pl), k in zip(app_segments(data, start), _segment_kinds(data, start))
+                            if k == "ISO"]
+    xmp_only = data[:position] + data[position + 4 + len(payload) :]
+    np.testing.assert_allclose(decode_gainmap_jpeg(xmp_only)[1], decode_gainmap_jpeg(data)[1], rtol=1e-5, atol=1e-7)
+
+
+def test_reconstruction_follows_the_formula():
+    """Left half 4 (two stops over SDR white), right half 1/4. The SDR base clips the left to 1,
+    so GainMapMax = log2((4 + k) / (1 + k)); HDR = (SDR + k)·2^(gain·w) - k gives 4 back at
+    display weight w = 1 and (1 + k)·2^(GainMapMax / 2) - k ≈ 2 at w = 1/2."""
+    k = 1 / 1024
+    hdr = np.full((16, 32, 3), 0.25, np.float32)
+    hdr[:, :16] = 4.0
+    data = encode_gainmap_jpeg(hdr)
+    gain_max = float(read_gainmap_metadata(data).gain_map_max[0])
+    assert gain_max == pytest.approx(np.log2((4 + k) / (1 + k)), abs=1e-3)
+    sdr, full = decode_gainmap_jpeg(data)
+    np.testing.assert_allclose(sdr[:, :16], 1.0)
+    np.testing.assert_allclose(full[:, :16], 4.0, rtol=0.01)
+    np.testing.assert_allclose(full[:, 16:], 0.25, rtol=0.02)
+    np.testing.assert_allclose(decode_gainmap_jpeg(data, weight=0.5)[1][:, :16], (1 + k) * 2 ** (gain_max / 2) - k,
+                               rtol=0.01)
 
 
 def test_not_a_gain_map_jpeg():
@@ -71,7 +149,9 @@ def test_convert_writes_a_gain_map(studiolights, tmp_path):
                            str(tmp_path / "out.jpg")], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     hdr, _ = read_exr(tmp_path / "out.exr")
-    assert log_luminance_rmse(decode_gainmap_jpeg((tmp_path / "out.jpg").read_bytes())[1], hdr) <= ROUND_TRIP_RMSE_MAX
+    data = (tmp_path / "out.jpg").read_bytes()
+    assert log_luminance_rmse(decode_gainmap_jpeg(data)[1], hdr) <= ROUND_TRIP_RMSE_MAX
+    assert "ISO" in _segment_kinds(data, _gain_map_start(data))
 
 
 def test_unwritable_gain_map_fails_first(studiolights, tmp_path):

@@ -1,4 +1,5 @@
-"""``--gainmap OUT.jpg`` for the commands that write an HDR image: an Ultra HDR JPEG beside it."""
+"""``--gainmap OUT.jpg`` for the commands that write an HDR image: an Ultra HDR (ISO 21496-1) gain-map
+JPEG beside it."""
 
 from __future__ import annotations
 
