@@ -268,3 +268,10 @@ def test_iso_bad_blocks(block, message):
 def test_values_that_do_not_fit_a_fraction(value, signed):
     with pytest.raises(ValueError, match="does not fit"):
         to_fraction(value, signed=signed)
+
+
+def test_a_hand_made_fraction_too_fine_for_the_block():
+    metadata = GainMapMetadata.from_floats(gain_map_min=0.0, gain_map_max=1.0, gamma=1.0, base_offset=0.0,
+                                           alternate_offset=0.0, base_hdr_headroom=0.0, alternate_hdr_headroom=1.0)
+    with pytest.raises(ValueError, match="does not fit"):
+        encode_iso_metadata(GainMapMetadata(**{**vars(metadata), "alternate_hdr_headroom": Fraction(1, 2**33)}))
