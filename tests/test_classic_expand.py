@@ -90,7 +90,7 @@ class TestExpand:
         assert metrics.wrap_seam_score(rolled_after) < 2.0
 
     def test_a_round_glowing_lamp_in_a_dark_room_becomes_a_light_source(self):
-        room = _glow_panorama([0.0, 1.0, 0.3], height=256, glow_deg=8.0, peak=0.8) * np.float32(0.5)
+        room = _glow_panorama([0.0, 1.0, 0.3], height=256, glow_deg=4.0, peak=0.8) * np.float32(0.5)
         directions = equirect_directions(256, 512)
         lamp_axis = np.float32([0.0, 1.0, 0.3]) / np.linalg.norm([0.0, 1.0, 0.3])
         lamp = np.degrees(np.arccos(np.clip(directions @ lamp_axis, -1, 1))) < 3.0  # a 6° round emitter
@@ -99,6 +99,22 @@ class TestExpand:
         result = expand_ldr(encoded, settings=ExpandSettings(sun_min_solid_angle=10.0))  # no sun
         assert result.sun_direction is None
         assert result.hdr.max() > 2.0**7
+
+    def test_a_glow_that_fades_slowly_stays_sky_like(self):
+        """Haze or an underexposed aureole clips a round patch whose surroundings stay bright
+        for degrees; a lamp of the same size darkens within a degree or two."""
+        directions = equirect_directions(256, 512)
+        axis = np.float32([0.0, 1.0, 0.3]) / np.linalg.norm([0.0, 1.0, 0.3])
+        angle = np.degrees(np.arccos(np.clip(directions @ axis, -1, 1)))
+        dusk = np.float32(0.05)
+        soft = dusk + 1.3 * np.sqrt(4.0 / np.maximum(angle, 1.0))  # clips out to ~6.8°
+        sharp = np.where(angle < 6.8, 500.0, dusk + 0.6 * np.exp(-(((angle - 6.8) / 1.5) ** 2)))
+        peaks = {}
+        for name, scene in (("soft", soft), ("sharp", sharp)):
+            encoded = simulate_ldr(np.repeat(scene[..., None], 3, axis=-1).astype(np.float32), ev=0.0).pixels
+            peaks[name] = float(expand_ldr(encoded, settings=ExpandSettings(sun_min_solid_angle=10.0)).hdr.max())
+        assert peaks["sharp"] > 2.0**6  # a dark scene: the sources are expected a few stops dimmer
+        assert peaks["soft"] < peaks["sharp"] / 8
 
     def test_a_normal_photo_gets_no_sun_and_keeps_its_size(self):
         hdr = _glow_panorama([1.0, 0.0, 0.5])[20:80, 90:190]

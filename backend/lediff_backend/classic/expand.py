@@ -9,8 +9,9 @@ percent of its energy. The engine restores what the photo still tells, in five s
    into connected regions (joined across the panorama's seam).
 4. **Expand highlights smoothly**: over each region's fully clipped core the gain in stops
    rises from 0 at the core's edge towards a dome height, ``1 - exp(-d/d0)``. Light sources
-   (small, round regions whose rim glows: lamps, softboxes) rise to ``source_stops``; sky
-   and bright walls (large or ragged regions, or with a dark rim) to ``sky_stops``.
+   (small, round regions whose rim glows and then darkens within a few degrees: lamps,
+   softboxes) rise to ``source_stops``; sky and bright walls (large or ragged regions, a dark
+   rim) and glows (a rim that stays bright: haze, an underexposed aureole) to ``sky_stops``.
 5. **Reconstruct the sun**: when a large, round, glowing region sits in the sky, a 0.53° disc
    at its centre receives the energy that the circumsolar aureole implies. The aureole falls
    off about as ``E_sun/θ²``, so the glow's clipped solid angle Ω grows in proportion to the
@@ -57,6 +58,10 @@ class ExpandSettings:
     ragged_above: float = 3.0  # sky seen through leaves or around objects is ragged
     halo_from: float = 0.1  # linear luminance just outside a region: lamps glow, so ...
     halo_full: float = 0.35  # ... a bright rim marks a light source, a dark one a bright object
+    rim_near_deg: float = 1.0  # width of the rim that ``halo_*`` measure
+    rim_far_deg: float = 3.5  # width of the wider rim whose luminance, over the near rim's, ...
+    sharp_below: float = 0.75  # ... falls off fast around a light source (an emitter's edge) ...
+    soft_above: float = 0.95  # ... and hardly at all around a glow (an aureole, clipped haze)
     sky_rise: float = 0.25  # d0 of sky domes as a fraction of the region's inner radius
     source_rise: float = 0.1  # light sources are flat emitters with a sharp edge
     sun_energy_per_sr: float = 1.0  # sun irradiance per steradian of clipped aureole
@@ -150,6 +155,10 @@ def exposure_offset(linear: np.ndarray, masks: ClipMasks, key: float = 0.3) -> f
     return float(min(0.0, np.log2(max(float(np.percentile(lum, 90)), 1e-6) / key)))
 
 
+def _pixels(degrees: float, degrees_per_pixel: float) -> int:
+    return max(1, round(degrees / degrees_per_pixel))
+
+
 def _classify_and_gain(linear, masks, labels, count, solid_angles, degrees_per_pixel, wrap, settings, offset=0.0):
     """Gain in stops of every pixel, and the regions' measures.
 
@@ -165,7 +174,8 @@ def _classify_and_gain(linear, masks, labels, count, solid_angles, degrees_per_p
     region_px = np.bincount(region_of, minlength=count + 1)
     radius_px = _per_region(distance_px.ravel()[inside], region_of, count, reduce="max")
     ragged = region_px / (np.pi * np.maximum(radius_px, 0.5) ** 2)
-    rim = _rim_luminance(linear, labels, count, wrap)
+    rim = _rim_luminance(linear, labels, count, wrap, _pixels(settings.rim_near_deg, degrees_per_pixel))
+    far_rim = _rim_luminance(linear, labels, count, wrap, _pixels(settings.rim_far_deg, degrees_per_pixel))
 
     at_pole = np.zeros(count + 1, dtype=bool)
     at_pole[np.unique(labels[[0, -1]])] = True
@@ -176,7 +186,9 @@ def _classify_and_gain(linear, masks, labels, count, solid_angles, degrees_per_p
     )
     roundness = np.clip((settings.ragged_above - ragged) / (settings.ragged_above - settings.round_below), 0, 1)
     halo = np.clip((rim - settings.halo_from) / (settings.halo_full - settings.halo_from), 0, 1)
-    source_weight = roundness * halo * is_source
+    falloff = far_rim / np.maximum(rim, 1e-6)
+    sharpness = np.clip((settings.soft_above - falloff) / (settings.soft_above - settings.sharp_below), 0, 1)
+    source_weight = roundness * halo * sharpness * is_source
     source_stops = max(settings.source_stops + offset, settings.sky_stops)
     heights = settings.sky_stops + (source_stops - settings.sky_stops) * source_weight
     rise_fraction = settings.sky_rise + (settings.source_rise - settings.sky_rise) * source_weight
