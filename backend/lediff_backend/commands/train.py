@@ -1,9 +1,12 @@
-"""``lediff train decoder|highlight|shadow --data DIR --out DIR``: fine-tune LEDiff on HDR images.
+"""``lediff train RECIPE --data DIR --out DIR``: train LEDiff or LF-Diff on HDR images.
 
 ``decoder`` fine-tunes the latent fusion and the log-HDR decoder; ``highlight`` / ``shadow``
 the conditional denoisers. ``--model`` is the starting point: a Stable Diffusion folder or a
-LEDiff folder (default: the installed LEDiff model of that kind, else the base SD model). The
-trained model lands in ``OUT/export`` in the official layout (``--model-dir OUT/export``).
+LEDiff folder (default: the installed LEDiff model of that kind, else the base SD model).
+``lfdiff-stage1`` trains LF-Diff's prior extractor and reconstruction network (from scratch, or
+from ``--model``, an LF-Diff folder), ``lfdiff-stage2`` its prior diffusion (``--model``: the
+stage-one export); see ``training/lfdiff.py``. The trained model lands in ``OUT/export`` in its
+folder layout (``--model-dir OUT/export``).
 Several GPUs or nodes: ``accelerate launch --config_file CONFIG -m lediff_backend.cli train ...``
 (see ``training/configs/accelerate_multi_gpu.yaml``).
 """
@@ -26,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model",
         help="starting weights: an SD or LEDiff folder (default: the installed LEDiff model of that kind,"
-        " else the base SD model)",
+        " else the base SD model); for lfdiff-*, an LF-Diff folder (stage 1 default: random weights)",
     )
     parser.add_argument("--decoder", help="LEDiff folder whose HDR decoder and fusion the denoiser export uses")
     parser.add_argument("--model-dir", help="models root for the default --model (default: $LEDIFF_MODELS)")
@@ -52,11 +55,8 @@ def _report(recipe: str):
     return report
 
 
-def run(args: argparse.Namespace) -> int:
-    from ..training.config import load_config
-    from ..training.loop import train
-
-    config, options = load_config(args.recipe, args.config, steps=args.steps, latent_cache=args.cache_dir)
+def _lediff_recipe(args: argparse.Namespace, options: dict):
+    """The LEDiff recipe of ``args``, from ``--model`` or the default model."""
     model = Path(args.model) if args.model else _default_model(args.recipe, args.model_dir)
     if args.recipe != "decoder" and not args.decoder and weights.fusion_weights_path(model) is None:
         print(
@@ -67,11 +67,23 @@ def run(args: argparse.Namespace) -> int:
     if args.recipe == "decoder":
         from ..training.decoder import DecoderRecipe
 
-        recipe = DecoderRecipe(model, options)
-    else:
-        from ..training.denoisers import DenoiserRecipe
+        return DecoderRecipe(model, options)
+    from ..training.denoisers import DenoiserRecipe
 
-        recipe = DenoiserRecipe(args.recipe, model, options, decoder=args.decoder)
+    return DenoiserRecipe(args.recipe, model, options, decoder=args.decoder)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..training.config import load_config
+    from ..training.loop import train
+
+    config, options = load_config(args.recipe, args.config, steps=args.steps, latent_cache=args.cache_dir)
+    if args.recipe.startswith("lfdiff-"):
+        from ..training.lfdiff import LFDiffRecipe
+
+        recipe = LFDiffRecipe(args.recipe, args.model, options)
+    else:
+        recipe = _lediff_recipe(args, options)
     result = train(recipe, config, args.data, args.out, resume=args.resume, report=_report(args.recipe))
     if result.main_process:
         print(result.export)

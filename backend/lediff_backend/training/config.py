@@ -1,10 +1,11 @@
 """Training configurations: JSON defaults per recipe, a user's file, command-line overrides.
 
-``configs/decoder.json`` and ``configs/denoiser.json`` (highlight and shadow) hold every default,
-the paper's values where it gives them. ``load_config`` merges defaults <- ``--config FILE`` <-
-overrides and splits the result into the loop's ``TrainConfig`` (whose ``views`` are the
-``ViewSettings`` of the data) and the recipe's own options (``recipe_options`` checks them
-against the recipe's dataclass). An unknown key is an error that names it.
+``configs/decoder.json``, ``configs/denoiser.json`` (highlight and shadow) and
+``configs/lfdiff.json`` (both LF-Diff stages) hold every default, the paper's values where it
+gives them. ``load_config`` merges defaults <- ``--config FILE`` <- overrides and splits the
+result into the loop's ``TrainConfig`` (whose ``views`` are the ``ViewSettings`` of the data)
+and the recipe's own options (``recipe_options`` checks them against the recipe's dataclass).
+An unknown key is an error that names it.
 """
 
 from __future__ import annotations
@@ -22,7 +23,13 @@ __all__ = ["RECIPES", "CONFIG_DIR", "ViewSettings", "TrainConfig", "load_config"
 T = TypeVar("T")
 
 CONFIG_DIR = Path(__file__).parent / "configs"
-RECIPES = {"decoder": "decoder.json", "highlight": "denoiser.json", "shadow": "denoiser.json"}
+RECIPES = {
+    "decoder": "decoder.json",
+    "highlight": "denoiser.json",
+    "shadow": "denoiser.json",
+    "lfdiff-stage1": "lfdiff.json",
+    "lfdiff-stage2": "lfdiff.json",
+}
 
 
 @dataclass(frozen=True)
