@@ -293,8 +293,8 @@ class TestErrors:
             merge_files([studiolights["city"], pngs[1]], tmp_path / "out.exr", evs=[0, 1])
 
     def test_engines(self, pngs, tmp_path):
-        with pytest.raises(MissingWeights, match="lfdiff engine is not built yet"):
-            merge_files(pngs, tmp_path / "out.exr", evs=EVS, engine="lfdiff")
+        with pytest.raises(MissingWeights, match="(?s)no GMODiff .* in .*models.*dareg_mask.pth"):
+            merge_files(pngs, tmp_path / "out.exr", evs=EVS, engine="gmodiff", model_dir=tmp_path / "models")
         with pytest.raises(BadRequest, match="unknown merge engine 'magic'"):
             merge_files(pngs, tmp_path / "out.exr", evs=EVS, engine="magic")
         assert not (tmp_path / "out.exr").exists()

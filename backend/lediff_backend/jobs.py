@@ -191,6 +191,7 @@ class JobRunner:
         p = job.params
         return merge_files(p["inputs"], job.output, evs=p.get("ev"), engine=p.get("engine", "auto"),
                            reference=p.get("reference"), response=p.get("response"), half=p.get("half", False),
+                           model_dir=self._model_dir(p), device=p.get("device") or self.device, seed=p.get("seed", 0),
                            progress=progress, should_cancel=should_cancel)
 
     def _text2hdr(self, job: Job, progress: ProgressFn, should_cancel: CancelFn) -> dict[str, Any]:

@@ -11,6 +11,9 @@ Every folder is in its *official* layout, unchanged:
   (the official code also looks in ``merge_model/merge_model.pth``).
 - base SD (text -> HDR): a diffusers Stable Diffusion 1.5 folder; if absent, the hub id's
   snapshot in the standard Hugging Face cache is used.
+- GMODiff (bracket merge): the two official files ``gmodiff/model_zoo/dareg_mask.pth`` and
+  ``gmodiff/model_zoo/gmodiff.pkl`` on the Stable Diffusion 2.1 base ``sd21-base`` (a diffusers
+  folder or the hub snapshot); see ``gmodiff_weights``.
 - MVDiffusion (panorama; outpainting): the official Lightning checkpoint ``pano.ckpt``
   (``pano_outpaint.ckpt``) converted once by ``lediff convert-weights`` into a diffusers SD-2
   folder (``unet/`` with 4 (9) input channels, ``vae/``, ``text_encoder/``, ``tokenizer/``,
@@ -72,15 +75,18 @@ class ModelSpec:
 
     name: str  # CLI name and folder name under the models root
     title: str
-    kind: str  # "lediff" (8-channel conditional unet + fusion), "sd" (plain Stable Diffusion), "mvdiffusion"
+    kind: str  # "lediff" (8-channel conditional unet + fusion), "sd" (plain Stable Diffusion), "mvdiffusion", "gmodiff"
     gdrive_id: str | None = None  # official zip on Google Drive
     hub_id: str | None = None  # Hugging Face hub repository
     checkpoint_url: str | None = None  # official checkpoint file (MVDiffusion: Dropbox), converted after download
     in_channels: int = 4  # the unet's input channels ("sd" and "mvdiffusion")
     base: str | None = None  # "mvdiffusion": the SD model whose configs and tokenizer the conversion uses
+    release_url: str | None = None  # an official release that only a person can download (GMODiff: Baidu Netdisk)
 
     @property
     def url(self) -> str:
+        if self.release_url:
+            return self.release_url
         if self.checkpoint_url:
             return self.checkpoint_url
         if self.gdrive_id:
@@ -142,6 +148,19 @@ MODELS: dict[str, ModelSpec] = {
             "sd",
             hub_id="stabilityai/stable-diffusion-2-inpainting",
             in_channels=9,
+        ),
+        ModelSpec(
+            "gmodiff",
+            "GMODiff gain-map bracket merge (official dareg_mask.pth + gmodiff.pkl, ECCV 2026)",
+            "gmodiff",
+            release_url="https://pan.baidu.com/s/1qY0_HG5ALpNROGNX8nbcMQ?pwd=chgh",
+            base="sd21-base",
+        ),
+        ModelSpec(
+            "sd21-base",
+            "Stable Diffusion 2.1 base (the base model GMODiff's adapters apply to)",
+            "sd",
+            hub_id="stabilityai/stable-diffusion-2-1-base",
         ),
     )
 }
@@ -399,6 +418,10 @@ def model_status(name: str, model_dir: str | os.PathLike | None = None) -> tuple
     spec = MODELS[name]
     folder = models_root(model_dir) / spec.name
     try:
+        if spec.kind == "gmodiff":
+            from .gmodiff_weights import check_gmodiff_folder
+
+            return (check_gmodiff_folder(folder), "ok") if folder.exists() else (None, "not installed")
         if spec.kind in ("lediff", "mvdiffusion"):
             if not folder.exists():
                 return None, "not installed"
@@ -415,6 +438,10 @@ def manual_instructions(name: str, root: str | os.PathLike, folder: Path | None 
     """Exactly what to download and where to place it, for machines without internet access."""
     spec = MODELS[name]
     folder = folder or Path(root) / spec.name
+    if spec.kind == "gmodiff":
+        from .gmodiff_weights import manual_instructions as gmodiff_instructions
+
+        return gmodiff_instructions(root, folder)
     if spec.checkpoint_url:
         checkpoint = spec.checkpoint_url.rsplit("/", 1)[-1].split("?")[0]
         return (
@@ -456,6 +483,12 @@ def download_model(
     root = models_root(model_dir)
     report = progress or (lambda stage, step, total: None)
     offline = offline or os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
+    if spec.kind == "gmodiff":  # Baidu Netdisk: a person has to fetch it
+        from .gmodiff_weights import check_gmodiff_folder
+
+        if (root / spec.name).exists():
+            return check_gmodiff_folder(root / spec.name)
+        raise MissingWeights(f"{spec.title} cannot be downloaded by a program.\n{manual_instructions(name, root)}")
     if spec.checkpoint_url:
         return _download_checkpoint(spec, root, offline, report)
     if spec.hub_id:

@@ -7,4 +7,6 @@
 - ``previews``: approximate RGB of a latent for progress previews.
 - ``mvdiffusion``: ``MVDiffusionPipeline``, panorama views denoised jointly with CAA (text or photo).
 - ``hdr_panorama``: prompt/photo -> MVDiffusion views -> full sphere -> LEDiff -> 2:1 HDR.
+- ``gmodiff``: ``GMODiffPipeline``, three exposures -> gain map in one diffusion step -> HDR;
+  ``merge_bracket``, the ``gmodiff`` merge engine.
 """

@@ -10,7 +10,8 @@ without network or downloads. Everything is seeded; a tiny root is written in ab
   (4-channel unet), and the converted MVDiffusion layouts ``mvdiffusion`` (SD-2-shaped: linear
   attention projections, GELU text encoder; 4-channel unet) and ``mvdiffusion-outpaint``
   (9-channel inpainting unet), each with ``caa/`` blocks whose output projections are small
-  random values (so the views really interact); named as in ``weights.MODELS``.
+  random values (so the views really interact); ``sd21-base`` (SD-2-shaped) and ``gmodiff``
+  on it (``tiny_gmodiff``); named as in ``weights.MODELS``.
 - ``build_components(shapes, unet_in_channels, seed)``: the same modules in memory, used by
   ``bench/gpu.py`` with ``SD15`` shapes.
 
@@ -27,6 +28,8 @@ from pathlib import Path
 
 import torch
 
+from .tiny_gmodiff import write_tiny_gmodiff
+
 __all__ = [
     "ModelShapes",
     "TINY",
@@ -40,7 +43,7 @@ __all__ = [
 ]
 
 # Bump when the folders' contents change, so cached roots are rewritten.
-TINY_VERSION = 2
+TINY_VERSION = 3
 _MARKER = "tiny-models.json"
 _SCALING_FACTOR = 0.18215
 _MAX_TOKENS = 77
@@ -271,6 +274,8 @@ def write_tiny_models(root: str | Path, seed: int = 0) -> dict[str, Path]:
         "sd-base": _write_model(root / "sd-base", TINY, 4, seed + 20, with_fusion=False),
         "mvdiffusion": _write_mvdiffusion(root / "mvdiffusion", 4, seed + 30),
         "mvdiffusion-outpaint": _write_mvdiffusion(root / "mvdiffusion-outpaint", 9, seed + 40),
+        "sd21-base": _write_model(root / "sd21-base", TINY_SD2, 4, seed + 50, with_fusion=False),
+        "gmodiff": write_tiny_gmodiff(root / "gmodiff", seed + 60),
     }
     (root / _MARKER).write_text(json.dumps(dict(version=TINY_VERSION, seed=seed)))
     return folders
@@ -281,6 +286,7 @@ def ensure_tiny_models(root: str | Path, seed: int = 0) -> dict[str, Path]:
     root = Path(root)
     marker = root / _MARKER
     if marker.is_file() and json.loads(marker.read_text()) == dict(version=TINY_VERSION, seed=seed):
-        names = ("lediff-highlight", "lediff-shadow", "sd-base", "mvdiffusion", "mvdiffusion-outpaint")
+        names = ("lediff-highlight", "lediff-shadow", "sd-base", "mvdiffusion", "mvdiffusion-outpaint", "sd21-base",
+                 "gmodiff")
         return {name: root / name for name in names}
     return write_tiny_models(root, seed)
