@@ -11,7 +11,8 @@ without network or downloads. Everything is seeded; a tiny root is written in ab
   attention projections, GELU text encoder; 4-channel unet) and ``mvdiffusion-outpaint``
   (9-channel inpainting unet), each with ``caa/`` blocks whose output projections are small
   random values (so the views really interact); ``sd21-base`` (SD-2-shaped) and ``gmodiff``
-  on it (``tiny_gmodiff``); named as in ``weights.MODELS``.
+  on it (``tiny_gmodiff``); named as in ``weights.MODELS``; and ``lfdiff``, LF-Diff in its
+  own layout (``tiny_lfdiff``).
 - ``build_components(shapes, unet_in_channels, seed)``: the same modules in memory, used by
   ``bench/gpu.py`` with ``SD15`` shapes.
 
@@ -29,6 +30,7 @@ from pathlib import Path
 import torch
 
 from .tiny_gmodiff import write_tiny_gmodiff
+from .tiny_lfdiff import write_tiny_lfdiff
 
 __all__ = [
     "ModelShapes",
@@ -43,7 +45,7 @@ __all__ = [
 ]
 
 # Bump when the folders' contents change, so cached roots are rewritten.
-TINY_VERSION = 3
+TINY_VERSION = 4
 _MARKER = "tiny-models.json"
 _SCALING_FACTOR = 0.18215
 _MAX_TOKENS = 77
@@ -276,6 +278,7 @@ def write_tiny_models(root: str | Path, seed: int = 0) -> dict[str, Path]:
         "mvdiffusion-outpaint": _write_mvdiffusion(root / "mvdiffusion-outpaint", 9, seed + 40),
         "sd21-base": _write_model(root / "sd21-base", TINY_SD2, 4, seed + 50, with_fusion=False),
         "gmodiff": write_tiny_gmodiff(root / "gmodiff", seed + 60),
+        "lfdiff": write_tiny_lfdiff(root / "lfdiff", seed + 70),
     }
     (root / _MARKER).write_text(json.dumps(dict(version=TINY_VERSION, seed=seed)))
     return folders
@@ -287,6 +290,6 @@ def ensure_tiny_models(root: str | Path, seed: int = 0) -> dict[str, Path]:
     marker = root / _MARKER
     if marker.is_file() and json.loads(marker.read_text()) == dict(version=TINY_VERSION, seed=seed):
         names = ("lediff-highlight", "lediff-shadow", "sd-base", "mvdiffusion", "mvdiffusion-outpaint", "sd21-base",
-                 "gmodiff")
+                 "gmodiff", "lfdiff")
         return {name: root / name for name in names}
     return write_tiny_models(root, seed)
