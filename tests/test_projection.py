@@ -5,14 +5,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from lediff_backend.hdr import projection
 from lediff_backend.hdr.projection import (
     CUBE_FACE_ANGLES,
     CUBE_FACES,
+    clear_caches,
     cubemap_to_equirect,
     direction_to_uv,
     equirect_directions,
     equirect_to_cubemap,
     equirect_to_perspective,
+    fast_sampler,
     perspective_directions,
     perspective_to_equirect,
     resize_equirect,
@@ -209,6 +212,65 @@ class TestCubemap:
     def test_rejects_wrong_face_count(self):
         with pytest.raises(ValueError):
             cubemap_to_equirect(np.zeros((5, 4, 4, 3), np.float32), 8, 16)
+
+
+class TestCachedViews:
+    """Repeated views reuse their lookup positions; ``fast=True`` hands the lookup to OpenCV."""
+
+    def test_repeated_calls_give_fresh_equal_results(self, noise):
+        first = equirect_to_perspective(noise, 12, 10, 70, 30, 10)
+        first[:] = -1  # the caller owns its result
+        second = equirect_to_perspective(noise, 12, 10, 70, 30, 10)
+        np.testing.assert_array_equal(second, equirect_to_perspective(noise.copy(), 12, 10, 70, 30, 10))
+        assert (second >= 0).all()
+
+    def test_a_cached_geometry_serves_other_images_of_its_shape(self, noise):
+        other = noise[::-1, ::-1].copy()
+        clear_caches()
+        expected = equirect_to_cubemap(other, 6)
+        equirect_to_cubemap(noise, 6)
+        np.testing.assert_array_equal(equirect_to_cubemap(other, 6), expected)
+        assert equirect_to_cubemap(noise[..., :2], 6).shape == (6, 6, 6, 2)  # the shape holds C
+
+    def test_single_row_and_column_images(self):
+        row = np.arange(8, dtype=np.float32).reshape(1, 8, 1)
+        np.testing.assert_allclose(sample_equirect(row, 2.5 / 8, np.array([0.0, 0.4, 1.0])), [[2], [2], [2]])
+        column = np.arange(4, dtype=np.float32).reshape(4, 1, 1)
+        np.testing.assert_allclose(sample_equirect(column, np.array([0.1, 0.9]), 1 - 2 / 4), [[1.5], [1.5]])
+
+    @pytest.mark.parametrize("view", [(40, 30, 70, 120, 35, 0), (33, 33, 90, -60, -20, 40)])
+    def test_fast_equals_exact_within_a_32nd_of_a_pixel_step(self, noise, view):
+        """OpenCV rounds sample positions to 1/32 pixel: off by at most 1/64 pixel along each
+        axis, the lookup moves by at most 1/32 of the largest step between neighbouring pixels."""
+        pytest.importorskip("cv2")
+        assert fast_sampler() == "opencv"
+        steps = max(np.abs(np.diff(noise, axis=0)).max(), np.abs(np.diff(noise, axis=1)).max())
+        exact, fast = (equirect_to_perspective(noise, *view, fast=fast) for fast in (False, True))
+        assert np.abs(fast - exact).max() <= steps / 32 + 1e-6
+        assert 0 < np.abs(fast - exact).mean() < steps / 128  # it really ran, and rounds both ways
+        exact, fast = (equirect_to_cubemap(noise, 24, fast=fast) for fast in (False, True))
+        assert fast.shape == exact.shape and fast.dtype == np.float32
+        assert np.abs(fast - exact).max() <= steps / 32 + 1e-6
+
+    def test_fast_keeps_the_orientation(self, smooth):
+        pytest.importorskip("cv2")
+        faces = equirect_to_cubemap(smooth, 20, fast=True)
+        for face, name in zip(faces, CUBE_FACES):
+            expected = colour_of(perspective_directions(20, 20, 90.0, *CUBE_FACE_ANGLES[name]))
+            np.testing.assert_allclose(face, expected, atol=SMOOTH_ATOL, err_msg=name)
+        view = equirect_to_perspective(smooth, 40, 30, 70, 10, 80, -25, fast=True)
+        np.testing.assert_allclose(view, colour_of(perspective_directions(40, 30, 70, 10, 80, -25)), atol=SMOOTH_ATOL)
+
+    def test_fast_is_exact_without_opencv_or_beyond_its_reach(self, noise, monkeypatch):
+        wide = np.random.default_rng(5).random((1, 2**15, 1), dtype=np.float32)  # wider than int16 maps
+        np.testing.assert_array_equal(
+            equirect_to_perspective(wide, 9, 7, 50, fast=True), equirect_to_perspective(wide, 9, 7, 50)
+        )
+        monkeypatch.setattr(projection, "_opencv", lambda: None)
+        clear_caches()
+        assert fast_sampler() == "exact"
+        np.testing.assert_array_equal(equirect_to_cubemap(noise, 8, fast=True), equirect_to_cubemap(noise, 8))
+        clear_caches()
 
 
 class TestResize:

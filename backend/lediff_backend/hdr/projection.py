@@ -13,6 +13,7 @@ Functions
   a pinhole camera at the origin (see "Cameras" below).
 - ``equirect_to_cubemap`` / ``cubemap_to_equirect``: six 90° views in ``CUBE_FACES`` order.
 - ``resize_equirect``: exact area averaging when shrinking, bilinear when growing.
+- ``fast_sampler``, ``clear_caches``: see "Speed" below.
 
 Cameras
 -------
@@ -33,9 +34,24 @@ are the ``+X`` face pitched up and down by 90°: both have −Y at their right e
 meets the bottom of ``+X``). This is py360convert's dice layout around its front face.
 
 All images are HxWxC float32 (any C); outputs are float32.
+
+Speed
+-----
+``equirect_to_perspective`` and ``equirect_to_cubemap`` keep the lookup positions of the last
+few geometries (image shape and view; ``_CACHED_GEOMETRIES``, ``clear_caches``), so a repeated
+view only gathers and blends. The default lookup is exact bilinear in float32 (what Blender
+computes). ``fast=True`` hands the lookup to OpenCV's ``cv2.remap`` where OpenCV is installed
+(``fast_sampler`` says which runs): two to three times faster on big views, but it rounds the
+sample positions to 1/32 pixel, so it differs from the exact lookup by up to 1/32 of the
+difference between neighbouring pixels (py360convert samples the same way when OpenCV is
+present). Without OpenCV ``fast=True`` gives the exact lookup.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from functools import lru_cache, partial
+from typing import NamedTuple
 
 import numpy as np
 
@@ -53,6 +69,8 @@ __all__ = [
     "equirect_to_cubemap",
     "cubemap_to_equirect",
     "resize_equirect",
+    "fast_sampler",
+    "clear_caches",
 ]
 
 CUBE_FACES = ("+X", "-X", "+Y", "-Y", "+Z", "-Z")
@@ -65,7 +83,10 @@ CUBE_FACE_ANGLES = {  # face -> (yaw_deg, pitch_deg) of its 90° view; roll is 0
     "-Z": (0.0, -90.0),
 }
 
-_BLOCK = 1 << 14  # sample points per block in _bilinear: keeps its temporaries in cache
+_BLOCK = 1 << 14  # sample points per block of a bilinear lookup: keeps its temporaries in cache
+# Geometries (image shape, view, fast) whose lookup positions stay cached, per kind of view: 16
+# bytes per output pixel for the exact lookup (96 MB for a cube of 6 x 1024² faces), 6 for the fast one.
+_CACHED_GEOMETRIES = 4
 
 
 def _equirect_pixels(x: np.ndarray, y: np.ndarray, z: np.ndarray, height: int, width: int):
@@ -125,17 +146,80 @@ def solid_angle_weights(height: int, width: int) -> np.ndarray:
 # --- bilinear lookup ---------------------------------------------------------------------
 
 
-def _edge_table(size: int, wrap: bool, step: int) -> np.ndarray:
-    """Flat-array offsets of the samples at positions -size-1 .. 2·size along one image axis.
+class _Taps(NamedTuple):
+    """Where a bilinear lookup reads and how it blends: everything but the pixel values.
 
-    Position p is stored at index p + size + 1; positions outside [0, size) wrap around or
-    clamp to the edge, so the bilinear lookup needs no per-sample index checks, even for
-    coordinates up to one image size outside. Looked up with ``mode="clip"``, positions
-    further out get the outermost entries.
+    ``left`` and ``right`` are the flat element indices of channel 0 of the upper-left and
+    upper-right samples (``right`` has already wrapped across the seam or clamped at the edge);
+    the lower samples sit one image row further on. The lower row and the right column get the
+    weights ``row_weight`` and ``col_weight``. Indices are int32 where the image allows (half
+    the memory of a cached geometry), weights float32.
     """
-    positions = np.arange(-size - 1, 2 * size + 1)
-    positions = positions % size if wrap else np.clip(positions, 0, size - 1)
-    return positions * step
+
+    left: np.ndarray
+    right: np.ndarray
+    col_weight: np.ndarray
+    row_weight: np.ndarray
+
+    def part(self, start: int, stop: int) -> _Taps:
+        """The taps of sample points ``start`` to ``stop``."""
+        return _Taps(*(field[start:stop] for field in self))
+
+
+@lru_cache(8)
+def _column_offsets(width: int, channels: int, wrap: bool, index_type: type) -> np.ndarray:
+    """Flat element offsets of the columns at positions -width-1 .. 2·width of an image row.
+
+    Position p is stored at index p + width + 1; positions outside [0, width) wrap around or
+    clamp to the edge, so a lookup in this table wraps or clamps a column for the price of a
+    gather. Looked up with ``mode="clip"``, positions further out get the outermost entries.
+    """
+    positions = np.arange(-width - 1, 2 * width + 1)
+    positions = positions % width if wrap else np.clip(positions, 0, width - 1)
+    return (positions * channels).astype(index_type)
+
+
+def _block_taps(col: np.ndarray, row: np.ndarray, shape: tuple[int, int, int], wrap: bool, index_type: type):
+    """``_taps`` of one block of float32 coordinates: (left, right, col_weight, row_weight)."""
+    height, width, channels = shape
+    row = np.clip(row, 0, height - 1)  # beyond the outer row centres the edge row repeats
+    top = np.minimum(np.floor(row), max(height - 2, 0))  # the lower row always exists
+    row_weight = row - top
+    left = np.floor(col)
+    col_weight = col - left
+    columns = _column_offsets(width, channels, wrap, index_type)
+    position = left.astype(np.intp)
+    position += width + 1
+    left = columns.take(position, mode="clip")
+    position += 1
+    right = columns.take(position, mode="clip")
+    top = top.astype(index_type)
+    top *= width * channels
+    left += top
+    right += top
+    return left, right, col_weight, row_weight
+
+
+def _taps(col, row, shape: tuple[int, int, int], wrap: bool) -> _Taps:
+    """Bilinear taps in an HxWxC image at pixel coordinates (pixel centres at integers).
+
+    Rows clamp: beyond the outer pixel centres the edge row repeats. With ``wrap`` the
+    columns are periodic (for coordinates up to one image width outside), otherwise they clamp
+    like the rows. The upper row is chosen so that the lower one always lies inside the image
+    (its weight may reach 1), which lets ``_blend`` read it at a fixed offset. Computed in
+    cache-sized blocks.
+    """
+    col = np.asarray(col, np.float32).ravel()
+    row = np.asarray(row, np.float32).ravel()
+    index_type = np.int32 if np.prod(shape) < 2**31 else np.intp
+    taps = _Taps(*(np.empty(col.size, kind) for kind in (index_type, index_type, np.float32, np.float32)))
+    for start in range(0, col.size, _BLOCK):
+        block = slice(start, start + _BLOCK)
+        for field, values in zip(taps, _block_taps(col[block], row[block], shape, wrap, index_type)):
+            field[block] = values
+    for field in taps:
+        field.flags.writeable = False  # cached taps are shared between calls
+    return taps
 
 
 def _lerp_into(a: np.ndarray, b: np.ndarray, t: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
@@ -145,43 +229,56 @@ def _lerp_into(a: np.ndarray, b: np.ndarray, t: np.ndarray, out: np.ndarray | No
     return np.add(b, a, out=b if out is None else out)
 
 
-def _bilinear(image: np.ndarray, col, row, wrap: bool, out: np.ndarray | None = None) -> np.ndarray:
-    """Bilinear lookup of an HxWxC image at pixel coordinates (pixel centres at integers).
+def _lerp_pair(elements: np.ndarray, left: np.ndarray, right: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """Blend of ``elements`` at ``left`` and ``right`` with ``weight`` on the right ones.
 
-    With ``wrap`` the columns are periodic (for coordinates up to one image width outside),
-    otherwise they clamp like the rows: beyond the outer pixel centres the edge repeats.
-
-    Returns (or fills ``out``, C-contiguous) ``broadcast(col, row).shape + (C,)`` float32,
-    computed in cache-sized blocks, each channel gathered as a contiguous plane.
+    ``mode="clip"`` only matters for NaN positions: they give some pixel's value, not an error.
     """
-    image = np.ascontiguousarray(image, dtype=np.float32)
+    return _lerp_into(elements.take(left, mode="clip"), elements.take(right, mode="clip"), weight)
+
+
+def _blend(image: np.ndarray, taps: _Taps, out: np.ndarray) -> None:
+    """Fill ``out`` (n x C, any strides) with the bilinear lookups ``taps`` of an HxWxC image.
+
+    Each channel is gathered as a plane through views of the flat image that start at that
+    channel (upper samples) and one image row further on (lower samples), so the four reads
+    of a sample share the same two index arrays.
+    """
     height, width, channels = image.shape
     elements = image.reshape(-1)
-    col_table = _edge_table(width, wrap, channels)
-    row_table = _edge_table(height, False, width * channels)
-    channel_offsets = np.arange(channels)[:, None]
+    row_step = width * channels if height > 1 else 0
+    upper = [elements[channel:] for channel in range(channels)]
+    lower = [elements[row_step + channel :] for channel in range(channels)]
+    for start in range(0, len(taps.left), _BLOCK):
+        block = taps.part(start, start + _BLOCK)
+        left, right = block.left.astype(np.intp), block.right.astype(np.intp)
+        for channel in range(channels):
+            above = _lerp_pair(upper[channel], left, right, block.col_weight)
+            below = _lerp_pair(lower[channel], left, right, block.col_weight)
+            _lerp_into(above, below, block.row_weight, out=out[start : start + _BLOCK, channel])
+
+
+def _lookup(image: np.ndarray, taps: _Taps, shape: tuple[int, ...]) -> np.ndarray:
+    """The lookups ``taps`` of a float32 HxWxC image, as a new ``shape + (C,)`` array."""
+    out = np.empty((*shape, image.shape[2]), np.float32)
+    _blend(image, taps, out.reshape(-1, image.shape[2]))
+    return out
+
+
+def _bilinear(image: np.ndarray, col, row, wrap: bool) -> np.ndarray:
+    """Bilinear lookup of an HxWxC image at pixel coordinates (pixel centres at integers).
+
+    Returns ``broadcast(col, row).shape + (C,)`` float32. See ``_taps`` for the edges. The
+    taps are made block by block, so that big lookups need little memory beyond their result.
+    """
+    image = np.ascontiguousarray(image, dtype=np.float32)
     col, row = np.broadcast_arrays(np.asarray(col, np.float32), np.asarray(row, np.float32))
-    shape = col.shape
+    out = np.empty((*col.shape, image.shape[2]), np.float32)
+    flat_out = out.reshape(-1, image.shape[2])
     col, row = col.ravel(), row.ravel()
-    out = np.empty((*shape, channels), np.float32) if out is None else out
-    flat_out = out.reshape(col.size, channels)
-
-    def gather(offsets: np.ndarray) -> np.ndarray:
-        return elements.take(offsets + channel_offsets, mode="clip")  # C x n, one plane per channel
-
     for start in range(0, col.size, _BLOCK):
         block = slice(start, start + _BLOCK)
-        c, r = col[block] + np.float32(width + 1), row[block] + np.float32(height + 1)  # table indices
-        c0, r0 = np.floor(c), np.floor(r)
-        fc, fr = c - c0, r - r0
-        c0, r0 = c0.astype(np.intp), r0.astype(np.intp)
-        left, top = col_table.take(c0, mode="clip"), row_table.take(r0, mode="clip")
-        c0 += 1
-        r0 += 1
-        right, bottom = col_table.take(c0, mode="clip"), row_table.take(r0, mode="clip")
-        upper = _lerp_into(gather(top + left), gather(top + right), fc)
-        lower = _lerp_into(gather(bottom + left), gather(bottom + right), fc)
-        _lerp_into(upper, lower, fr, out=flat_out[block].T)
+        _blend(image, _taps(col[block], row[block], image.shape, wrap), flat_out[block])
     return out
 
 
@@ -203,6 +300,56 @@ def sample_equirect(image: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarr
     col = (u - np.floor(u)) * np.float32(width) - np.float32(0.5)
     row = (np.float32(1) - np.asarray(v, np.float32)) * np.float32(height) - np.float32(0.5)
     return _bilinear(image, col, row, wrap=True)
+
+
+# --- cached lookups of whole views ------------------------------------------------------
+
+
+@lru_cache(1)
+def _opencv():
+    """OpenCV's module, or None where it is not installed (it is an optional dependency)."""
+    try:
+        import cv2
+    except ImportError:
+        return None
+    return cv2
+
+
+def fast_sampler() -> str:
+    """What ``fast=True`` samples with on this machine: ``"opencv"``, or ``"exact"`` without OpenCV."""
+    return "exact" if _opencv() is None else "opencv"
+
+
+def clear_caches() -> None:
+    """Forget the lookup positions kept for repeated views and cube maps (frees their memory)."""
+    _perspective_sampler.cache_clear()
+    _cube_sampler.cache_clear()
+
+
+def _remap(image: np.ndarray, maps: tuple[np.ndarray, np.ndarray], shape: tuple[int, ...]) -> np.ndarray:
+    """OpenCV's bilinear remap of an HxWxC float32 image with fixed-point ``maps``: ``shape + (C,)``."""
+    cv2 = _opencv()
+    out = cv2.remap(image, *maps, interpolation=cv2.INTER_LINEAR, borderMode=cv2.BORDER_WRAP)
+    return out.reshape(*shape, image.shape[2])
+
+
+def _sampler(col: np.ndarray, row: np.ndarray, shape: tuple[int, int, int], fast: bool):
+    """A function from an image of ``shape`` to its lookups at the pixel coordinates (col, row).
+
+    The result has the coordinates' shape plus the channels. Columns wrap, rows clamp. The
+    exact lookup keeps its taps (16 bytes per point); the fast one keeps OpenCV's fixed-point
+    maps (6 bytes per point) of the columns wrapped into the image, so that ``cv2.remap``
+    takes its slower border path only at the seam.
+    """
+    height, width = shape[:2]
+    points = col.shape
+    if not (fast and _opencv() is not None and max(height, width) < 2**15):  # the maps hold int16
+        return partial(_lookup, taps=_taps(col, row, shape, wrap=True), shape=points)
+    planar = (-1, points[-1])  # cv2.remap takes 2-D maps
+    col = col.reshape(planar) - np.floor(col.reshape(planar) / np.float32(width)) * np.float32(width)
+    row = np.clip(row.reshape(planar), 0, height - 1)
+    cv2 = _opencv()
+    return partial(_remap, maps=cv2.convertMaps(col, row, cv2.CV_16SC2), shape=points)
 
 
 # --- pinhole cameras ---------------------------------------------------------------------
@@ -267,6 +414,22 @@ def perspective_directions(
     return rays / np.linalg.norm(rays, axis=-1, keepdims=True)
 
 
+@lru_cache(_CACHED_GEOMETRIES)
+def _perspective_sampler(
+    shape: tuple[int, int, int],
+    width: int,
+    height: int,
+    fov_deg: float,
+    yaw_deg: float,
+    pitch_deg: float,
+    roll_deg: float,
+    fast: bool,
+) -> Callable[[np.ndarray], np.ndarray]:
+    """``equirect_to_perspective``'s lookup in an image of ``shape``, kept for repeated views."""
+    rays = _camera_rays(width, height, fov_deg, _camera_basis(yaw_deg, pitch_deg, roll_deg))
+    return _sampler(*_equirect_pixels(*rays, *shape[:2]), shape, fast)
+
+
 def equirect_to_perspective(
     image: np.ndarray,
     width: int,
@@ -275,14 +438,17 @@ def equirect_to_perspective(
     yaw_deg: float = 0.0,
     pitch_deg: float = 0.0,
     roll_deg: float = 0.0,
+    *,
+    fast: bool = False,
 ) -> np.ndarray:
     """Render an HxWxC equirect image through a pinhole camera: height x width x C float32.
 
     What Blender renders with this camera in a world lit by the same image (Linear
-    interpolation), see the module docstring for the angles.
+    interpolation), see the module docstring for the angles. ``fast`` trades exactness for
+    speed, see "Speed" in the module docstring.
     """
-    rays = _camera_rays(width, height, fov_deg, _camera_basis(yaw_deg, pitch_deg, roll_deg))
-    return _bilinear(image, *_equirect_pixels(*rays, *np.shape(image)[:2]), wrap=True)
+    image = np.ascontiguousarray(image, dtype=np.float32)
+    return _perspective_sampler(image.shape, width, height, fov_deg, yaw_deg, pitch_deg, roll_deg, fast)(image)
 
 
 def perspective_to_equirect(
@@ -318,15 +484,14 @@ def perspective_to_equirect(
 # --- cube maps ---------------------------------------------------------------------------
 
 
-def equirect_to_cubemap(image: np.ndarray, face_size: int) -> np.ndarray:
-    """Six 90° views of an HxWxC equirect image: (6, F, F, C) float32 in ``CUBE_FACES`` order.
+@lru_cache(_CACHED_GEOMETRIES)
+def _cube_sampler(shape: tuple[int, int, int], face_size: int, fast: bool) -> Callable[[np.ndarray], np.ndarray]:
+    """``equirect_to_cubemap``'s lookup in an image of ``shape``, all six faces in order.
 
-    Face orientations are in the module docstring. Each face equals ``equirect_to_perspective``
-    with its ``CUBE_FACE_ANGLES``; the lookup coordinates are computed for ``+X`` and ``+Z``
-    only and follow for the other faces by symmetry.
+    The lookup coordinates are computed for ``+X`` and ``+Z`` only; the other faces follow by
+    symmetry (their coordinates then differ from the direct ones in float32's last bits).
     """
-    image = np.ascontiguousarray(image, dtype=np.float32)
-    height, width, channels = image.shape
+    height, width = shape[:2]
 
     def lookup_coordinates(name: str):
         rays = _camera_rays(face_size, face_size, 90.0, _camera_basis(*CUBE_FACE_ANGLES[name], 0.0))
@@ -343,10 +508,19 @@ def equirect_to_cubemap(image: np.ndarray, face_size: int) -> np.ndarray:
         # -Z sees +Z's rays with x and z negated: azimuth π - a, elevation negated.
         "-Z": (np.float32(width / 2 - 1) - top_col, np.float32(height - 1) - top_row),
     }
-    faces = np.empty((6, face_size, face_size, channels), np.float32)
-    for face, name in zip(faces, CUBE_FACES):
-        _bilinear(image, *coordinates[name], wrap=True, out=face)
-    return faces
+    col, row = (np.stack([coordinates[name][axis] for name in CUBE_FACES]) for axis in (0, 1))
+    return _sampler(col, row, shape, fast)
+
+
+def equirect_to_cubemap(image: np.ndarray, face_size: int, *, fast: bool = False) -> np.ndarray:
+    """Six 90° views of an HxWxC equirect image: (6, F, F, C) float32 in ``CUBE_FACES`` order.
+
+    Face orientations are in the module docstring. Each face equals ``equirect_to_perspective``
+    with its ``CUBE_FACE_ANGLES``. ``fast`` trades exactness for speed, see "Speed" in the
+    module docstring.
+    """
+    image = np.ascontiguousarray(image, dtype=np.float32)
+    return _cube_sampler(image.shape, face_size, fast)(image)
 
 
 def cubemap_to_equirect(faces: np.ndarray, height: int, width: int) -> np.ndarray:
