@@ -224,6 +224,10 @@ class TestCachedViews:
         np.testing.assert_array_equal(second, equirect_to_perspective(noise.copy(), 12, 10, 70, 30, 10))
         assert (second >= 0).all()
 
+    def test_numpy_angles_and_sizes(self, noise):
+        view = equirect_to_perspective(noise, np.int64(12), 10, np.array(70.0), np.float32(30), np.array(10))
+        np.testing.assert_array_equal(view, equirect_to_perspective(noise, 12, 10, 70, 30, 10))
+
     def test_a_cached_geometry_serves_other_images_of_its_shape(self, noise):
         other = noise[::-1, ::-1].copy()
         clear_caches()

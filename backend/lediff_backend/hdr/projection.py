@@ -179,8 +179,8 @@ def _column_offsets(width: int, channels: int, wrap: bool, index_type: type) -> 
     return (positions * channels).astype(index_type)
 
 
-def _block_taps(col: np.ndarray, row: np.ndarray, shape: tuple[int, int, int], wrap: bool, index_type: type):
-    """``_taps`` of one block of float32 coordinates: (left, right, col_weight, row_weight)."""
+def _block_taps(col: np.ndarray, row: np.ndarray, shape: tuple[int, int, int], wrap: bool, index_type: type) -> _Taps:
+    """``_taps`` of one block of float32 coordinates, with indices of ``index_type``."""
     height, width, channels = shape
     row = np.clip(row, 0, height - 1)  # beyond the outer row centres the edge row repeats
     top = np.minimum(np.floor(row), max(height - 2, 0))  # the lower row always exists
@@ -197,7 +197,7 @@ def _block_taps(col: np.ndarray, row: np.ndarray, shape: tuple[int, int, int], w
     top *= width * channels
     left += top
     right += top
-    return left, right, col_weight, row_weight
+    return _Taps(left, right, col_weight, row_weight)
 
 
 def _taps(col, row, shape: tuple[int, int, int], wrap: bool) -> _Taps:
@@ -211,7 +211,7 @@ def _taps(col, row, shape: tuple[int, int, int], wrap: bool) -> _Taps:
     """
     col = np.asarray(col, np.float32).ravel()
     row = np.asarray(row, np.float32).ravel()
-    index_type = np.int32 if np.prod(shape) < 2**31 else np.intp
+    index_type = np.int32 if np.prod(shape) < 2**31 else np.intp  # int32: half the memory when cached
     taps = _Taps(*(np.empty(col.size, kind) for kind in (index_type, index_type, np.float32, np.float32)))
     for start in range(0, col.size, _BLOCK):
         block = slice(start, start + _BLOCK)
@@ -251,7 +251,7 @@ def _blend(image: np.ndarray, taps: _Taps, out: np.ndarray) -> None:
     lower = [elements[row_step + channel :] for channel in range(channels)]
     for start in range(0, len(taps.left), _BLOCK):
         block = taps.part(start, start + _BLOCK)
-        left, right = block.left.astype(np.intp), block.right.astype(np.intp)
+        left, right = block.left.astype(np.intp, copy=False), block.right.astype(np.intp, copy=False)
         for channel in range(channels):
             above = _lerp_pair(upper[channel], left, right, block.col_weight)
             below = _lerp_pair(lower[channel], left, right, block.col_weight)
@@ -269,7 +269,8 @@ def _bilinear(image: np.ndarray, col, row, wrap: bool) -> np.ndarray:
     """Bilinear lookup of an HxWxC image at pixel coordinates (pixel centres at integers).
 
     Returns ``broadcast(col, row).shape + (C,)`` float32. See ``_taps`` for the edges. The
-    taps are made block by block, so that big lookups need little memory beyond their result.
+    taps are made and used block by block, so that big lookups need little memory beyond
+    their result.
     """
     image = np.ascontiguousarray(image, dtype=np.float32)
     col, row = np.broadcast_arrays(np.asarray(col, np.float32), np.asarray(row, np.float32))
@@ -278,7 +279,7 @@ def _bilinear(image: np.ndarray, col, row, wrap: bool) -> np.ndarray:
     col, row = col.ravel(), row.ravel()
     for start in range(0, col.size, _BLOCK):
         block = slice(start, start + _BLOCK)
-        _blend(image, _taps(col[block], row[block], image.shape, wrap), flat_out[block])
+        _blend(image, _block_taps(col[block], row[block], image.shape, wrap, np.intp), flat_out[block])
     return out
 
 
@@ -448,7 +449,8 @@ def equirect_to_perspective(
     speed, see "Speed" in the module docstring.
     """
     image = np.ascontiguousarray(image, dtype=np.float32)
-    return _perspective_sampler(image.shape, width, height, fov_deg, yaw_deg, pitch_deg, roll_deg, fast)(image)
+    angles = (float(fov_deg), float(yaw_deg), float(pitch_deg), float(roll_deg))  # hashable, also from numpy
+    return _perspective_sampler(image.shape, int(width), int(height), *angles, bool(fast))(image)
 
 
 def perspective_to_equirect(
@@ -520,7 +522,7 @@ def equirect_to_cubemap(image: np.ndarray, face_size: int, *, fast: bool = False
     module docstring.
     """
     image = np.ascontiguousarray(image, dtype=np.float32)
-    return _cube_sampler(image.shape, face_size, fast)(image)
+    return _cube_sampler(image.shape, int(face_size), bool(fast))(image)
 
 
 def cubemap_to_equirect(faces: np.ndarray, height: int, width: int) -> np.ndarray:
