@@ -203,6 +203,29 @@ class TestFolder:
     def test_found_in_a_root_or_as_itself(self, root):
         assert find_lfdiff_folder(root) == find_lfdiff_folder(root / "lfdiff") == root / "lfdiff"
 
+    def test_models_list_and_download(self, root, tmp_path):
+        from lediff_backend import weights
+
+        assert weights.model_status("lfdiff", root) == (root / "lfdiff", "ok")
+        assert weights.model_status("lfdiff", tmp_path) == (None, "not installed")
+        assert weights.download_model("lfdiff", root) == root / "lfdiff"
+        with pytest.raises(errors.MissingWeights, match="lediff train lfdiff-stage1"):
+            weights.download_model("lfdiff", tmp_path)
+        broken = _copy(root / "lfdiff", tmp_path / "lfdiff")
+        (broken / "condition.safetensors").unlink()
+        problem = f"{broken / 'condition.safetensors'}: missing (or condition.pth)"
+        assert weights.model_status("lfdiff", tmp_path) == (broken, problem)
+
+    def test_checking_a_folder_imports_no_torch(self, root):
+        import subprocess
+        import sys
+
+        code = (
+            "import sys; from lediff_backend.lfdiff_weights import check_lfdiff_folder as check;"
+            f" check({str(root / 'lfdiff')!r}); sys.exit('torch' in sys.modules)"
+        )
+        assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
     def test_missing_folder_says_how_to_make_one(self, tmp_path):
         with pytest.raises(errors.MissingWeights, match="folder missing") as caught:
             _merge(tmp_path, _bracket())
@@ -317,7 +340,8 @@ class TestTraining:
 
         config = tmp_path / "config.json"
         config.write_text(json.dumps(dict(self.FAST, validate_every=0, network=TINY_LFDIFF.to_dict())))
-        args = ["train", "lfdiff-stage1", "--data", str(data_dir), "--out", str(tmp_path / "run"), "--config", str(config)]
+        args = ["train", "lfdiff-stage1", "--data", str(data_dir), "--out", str(tmp_path / "run")]
+        args += ["--config", str(config)]
         assert main([*args, "--steps", "2"]) == 0
         assert capsys.readouterr().out.strip() == str(tmp_path / "run" / "export")
         assert LFDiffPipeline.from_pretrained(tmp_path / "run" / "export").config == TINY_LFDIFF

@@ -213,7 +213,7 @@ class TestModelsCommand:
     def test_list(self, tiny_root, capsys):
         assert main(["models", "list", "--model-dir", str(tiny_root)]) == 0
         out = capsys.readouterr().out
-        assert out.count(" ok") == 7  # lediff x2, sd-base, mvdiffusion, mvdiffusion-outpaint, gmodiff, sd21-base
+        assert out.count(" ok") == 8  # lediff x2, sd-base, mvdiffusion x2, gmodiff, sd21-base, lfdiff
 
     def test_list_empty_root(self, tmp_path, capsys):
         assert main(["models", "list", "--model-dir", str(tmp_path)]) == 0

@@ -13,9 +13,9 @@ written by ``LFDiffPipeline.save_pretrained``, ``lediff train lfdiff-stage1|lfdi
 
 A network may instead be a ``.pth`` state dict, read only with ``torch.load(weights_only=True)``;
 safetensors wins when both exist. ``config.json`` keys left out take the paper's values.
-Loading is strict: every key of the network that ``config.json`` describes must be present
-with its shape, and nothing else; any problem raises ``errors.MissingWeights`` naming the file
-and what to place where.
+Checking a folder needs no torch. Loading is strict: every key of the network that
+``config.json`` describes must be present with its shape, and nothing else; any problem raises
+``errors.MissingWeights`` naming the file and what to place where.
 """
 
 from __future__ import annotations
@@ -24,12 +24,14 @@ import json
 import os
 import shutil
 from pathlib import Path
-
-from torch import nn
+from typing import TYPE_CHECKING
 
 from .errors import MissingWeights
-from .models.lfdiff import LFDiffConfig, build_networks
+from .models.lfdiff_config import LFDiffConfig
 from .weights import _load_state_dict, models_root
+
+if TYPE_CHECKING:
+    from torch import nn
 
 __all__ = [
     "FOLDER",
@@ -99,9 +101,8 @@ def check_lfdiff_folder(folder: str | os.PathLike) -> Path:
         problems = [f"{folder}: folder missing"]
     else:
         problems = _config_problems(folder)[1]
-        problems += [
-            f"{folder / name}.safetensors: missing (or {name}.pth)" for name in REQUIRED if not _weights_path(folder, name)
-        ]
+        missing = [name for name in REQUIRED if not _weights_path(folder, name)]
+        problems += [f"{folder / name}.safetensors: missing (or {name}.pth)" for name in missing]
     if problems:
         lines = "\n  ".join(problems)
         raise MissingWeights(f"LF-Diff model at {folder} is incomplete:\n  {lines}\n{instructions(folder)}")
@@ -124,7 +125,8 @@ def _load_strict(module: nn.Module, path: Path) -> None:
         for k, v in expected.items()
         if k in state and state[k].shape != v.shape
     ]
-    found = [(what, keys) for what, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", misshapen)) if keys]
+    kinds = (("missing", missing), ("unexpected", unexpected), ("wrong shape", misshapen))
+    found = [(what, keys) for what, keys in kinds if keys]
     if found:
         lines = "\n".join(
             f"  {len(keys)} {what}: {', '.join(keys[:_LISTED])}{' ...' if len(keys) > _LISTED else ''}"
@@ -142,6 +144,8 @@ def load_lfdiff(folder: str | os.PathLike) -> tuple[LFDiffConfig, dict[str, nn.M
 
     ``lpenet`` is among the networks only when the folder has its file.
     """
+    from .models.lfdiff import build_networks
+
     folder = check_lfdiff_folder(folder)
     config = read_config(folder)
     networks = build_networks(config)

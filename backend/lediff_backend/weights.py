@@ -14,6 +14,8 @@ Every folder is in its *official* layout, unchanged:
 - GMODiff (bracket merge): the two official files ``gmodiff/model_zoo/dareg_mask.pth`` and
   ``gmodiff/model_zoo/gmodiff.pkl`` on the Stable Diffusion 2.1 base ``sd21-base`` (a diffusers
   folder or the hub snapshot); see ``gmodiff_weights``.
+- LF-Diff (bracket merge): no official weights exist; ``lfdiff/`` holds what ``lediff train
+  lfdiff-stage1|lfdiff-stage2`` exports, in the layout ``lfdiff_weights`` documents.
 - MVDiffusion (panorama; outpainting): the official Lightning checkpoint ``pano.ckpt``
   (``pano_outpaint.ckpt``) converted once by ``lediff convert-weights`` into a diffusers SD-2
   folder (``unet/`` with 4 (9) input channels, ``vae/``, ``text_encoder/``, ``tokenizer/``,
@@ -75,13 +77,16 @@ class ModelSpec:
 
     name: str  # CLI name and folder name under the models root
     title: str
-    kind: str  # "lediff" (8-channel conditional unet + fusion), "sd" (plain Stable Diffusion), "mvdiffusion", "gmodiff"
+    kind: str  # "lediff" (8-channel conditional unet + fusion), "sd" (plain Stable Diffusion), "mvdiffusion",
+    # "gmodiff", "lfdiff"
     gdrive_id: str | None = None  # official zip on Google Drive
     hub_id: str | None = None  # Hugging Face hub repository
     checkpoint_url: str | None = None  # official checkpoint file (MVDiffusion: Dropbox), converted after download
     in_channels: int = 4  # the unet's input channels ("sd" and "mvdiffusion")
     base: str | None = None  # "mvdiffusion": the SD model whose configs and tokenizer the conversion uses
-    release_url: str | None = None  # an official release that only a person can download (GMODiff: Baidu Netdisk)
+    # an official release that only a person can download (GMODiff: Baidu Netdisk), or where no
+    # weights are released, the paper whose recipe trains them (LF-Diff)
+    release_url: str | None = None
 
     @property
     def url(self) -> str:
@@ -155,6 +160,12 @@ MODELS: dict[str, ModelSpec] = {
             "gmodiff",
             release_url="https://pan.baidu.com/s/1qY0_HG5ALpNROGNX8nbcMQ?pwd=chgh",
             base="sd21-base",
+        ),
+        ModelSpec(
+            "lfdiff",
+            "LF-Diff low-frequency prior bracket merge (CVPR 2024; no official weights: lediff train lfdiff-*)",
+            "lfdiff",
+            release_url="https://arxiv.org/abs/2404.00849",
         ),
         ModelSpec(
             "sd21-base",
@@ -422,6 +433,10 @@ def model_status(name: str, model_dir: str | os.PathLike | None = None) -> tuple
             from .gmodiff_weights import check_gmodiff_folder
 
             return (check_gmodiff_folder(folder), "ok") if folder.exists() else (None, "not installed")
+        if spec.kind == "lfdiff":
+            from .lfdiff_weights import check_lfdiff_folder
+
+            return (check_lfdiff_folder(folder), "ok") if folder.exists() else (None, "not installed")
         if spec.kind in ("lediff", "mvdiffusion"):
             if not folder.exists():
                 return None, "not installed"
@@ -442,6 +457,10 @@ def manual_instructions(name: str, root: str | os.PathLike, folder: Path | None 
         from .gmodiff_weights import manual_instructions as gmodiff_instructions
 
         return gmodiff_instructions(root, folder)
+    if spec.kind == "lfdiff":
+        from .lfdiff_weights import instructions
+
+        return instructions(folder)
     if spec.checkpoint_url:
         checkpoint = spec.checkpoint_url.rsplit("/", 1)[-1].split("?")[0]
         return (
@@ -489,6 +508,12 @@ def download_model(
         if (root / spec.name).exists():
             return check_gmodiff_folder(root / spec.name)
         raise MissingWeights(f"{spec.title} cannot be downloaded by a program.\n{manual_instructions(name, root)}")
+    if spec.kind == "lfdiff":  # nothing to download: trained here
+        from .lfdiff_weights import check_lfdiff_folder
+
+        if (root / spec.name).exists():
+            return check_lfdiff_folder(root / spec.name)
+        raise MissingWeights(f"{spec.title}.\n{manual_instructions(name, root)}")
     if spec.checkpoint_url:
         return _download_checkpoint(spec, root, offline, report)
     if spec.hub_id:

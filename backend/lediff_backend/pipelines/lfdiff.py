@@ -309,7 +309,8 @@ def merge_bracket(
 
     generator = torch.Generator("cpu").manual_seed(int(seed))
     try:
-        out = pipe([images[i] for i in order], [evs[i] for i in order], generator=generator, callback_on_step_end=on_step)
+        out = pipe([images[i] for i in order], [evs[i] for i in order], generator=generator,
+                   callback_on_step_end=on_step)
     except torch.cuda.OutOfMemoryError as exc:
         raise errors.OutOfMemory(f"the GPU ran out of memory ({exc}); try a smaller bracket") from exc
     if out.interrupted:
