@@ -44,7 +44,7 @@ from ..models.lfdiff import (
     network_inputs,
     reverse_prior,
 )
-from .checks import check_run_inputs
+from .checks import check_run_inputs, run_reporting
 from .lediff_engine import resolve_device
 from .tiling import map_tiles, tile_starts
 
@@ -299,20 +299,6 @@ def merge_bracket(
             f" (EV {evs[order[1]]:g}), got {reference}"
         )
     pipe = load_lfdiff_pipeline(model_dir, device)
-
-    def on_step(p: LFDiffPipeline, step: int, t, tensors: dict) -> dict:
-        if progress is not None:
-            progress(p.stage, step + 1, p.num_timesteps)
-        if should_cancel is not None and should_cancel():
-            p._interrupt = True
-        return {}
-
-    generator = torch.Generator("cpu").manual_seed(int(seed))
-    try:
-        out = pipe([images[i] for i in order], [evs[i] for i in order], generator=generator,
-                   callback_on_step_end=on_step)
-    except torch.cuda.OutOfMemoryError as exc:
-        raise errors.OutOfMemory(f"the GPU ran out of memory ({exc}); try a smaller bracket") from exc
-    if out.interrupted:
-        raise errors.Cancelled("cancelled")
-    return out.images[0]
+    sorted_images, sorted_evs = [images[i] for i in order], [evs[i] for i in order]
+    return run_reporting(pipe, lambda p: p.num_timesteps, seed, progress, should_cancel,
+                         images=sorted_images, evs=sorted_evs)
