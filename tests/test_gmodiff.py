@@ -200,3 +200,75 @@ def _raised(call) -> BaseException:
     except BaseException as exc:  # noqa: BLE001 - the test looks at whatever was raised
         return exc
     raise AssertionError("nothing was raised")
+
+
+# Training ------------------------------------------------------------------------------------
+
+# Small, fast runs: 16 samples (8 panoramas x 2 views) of 64², no workers, a high learning rate.
+FAST = dict(resolution=64, views_per_image=2, num_workers=0, batch_size=4, learning_rate=1e-3, checkpoint_every=1000,
+            validate_every=0, log_every=1000, mixed_precision="no")
+TINY_NETWORK = dict(channels=[8, 8, 8, 16, 16], encoder_blocks=[1, 1, 1, 1], decoder_blocks=[1, 1, 1, 1],
+                    mask_channels=4)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory, studiolights) -> Path:
+    folder = tmp_path_factory.mktemp("hdr-data")
+    for name, path in studiolights.items():
+        (folder / f"{name}.exr").symlink_to(path)
+    return folder
+
+
+def _losses(log: Path, key: str) -> list[float]:
+    return [entry[key] for entry in map(json.loads, log.read_text().splitlines()) if key in entry]
+
+
+class TestTraining:
+    def test_diffusion_stage_learns_and_exports_the_official_layout(self, tiny_root, data_dir, tmp_path):
+        from lediff_backend.pipelines.gmodiff import GMODiffPipeline
+        from lediff_backend.training.config import load_config
+        from lediff_backend.training.gmodiff import GMODiffRecipe
+        from lediff_backend.training.loop import train
+
+        # the same 8 views every step (one batch), so the loss falls steadily from a fresh start
+        settings = {**FAST, "views_per_image": 1, "batch_size": 8, "learning_rate": 3e-3}
+        config, options = load_config("gmodiff", **settings, steps=30, lora_rank=2, prior_dims=[8, 16, 16])
+        start = tmp_path / "start/model_zoo"  # DaReg only: the diffusion stage starts fresh
+        start.mkdir(parents=True)
+        shutil.copy(tiny_root / "gmodiff/model_zoo/dareg_mask.pth", start)
+        recipe = GMODiffRecipe(start.parent, tiny_root / "sd21-base", options)
+        trained = {n for n, p in recipe.model.named_parameters() if p.requires_grad}
+        assert {"unet.conv_in.base_layer.weight", "vae.decoder.skip_conv_4.conv1.base_layer.weight"} <= trained
+        assert not any(n.startswith(("unet.", "vae.", "condition_vae.")) and "lora" not in n and "skip_conv_" not in n
+                       and not n.startswith("unet.conv_in.") for n in trained)
+        result = train(recipe, config, data_dir, tmp_path / "run")
+        losses = _losses(result.log, "loss")
+        first, last = np.mean(losses[:10]), np.mean(losses[-10:])
+        print(f"gmodiff loss: first 10 steps {first:.4f}, last 10 steps {last:.4f}")
+        assert last < 0.7 * first
+        pipe = GMODiffPipeline.from_pretrained(result.export, base_model_dir=tiny_root / "sd21-base")
+        assert pipe(bracket(32, 32), EVS).images.shape == (1, 32, 32, 3)
+
+    def test_regression_stage_then_mask_head_through_the_cli(self, data_dir, tmp_path, capsys):
+        settings = tmp_path / "dareg.json"
+        settings.write_text(json.dumps({**FAST, "network": TINY_NETWORK, "mask_start": 30}))
+        out = tmp_path / "run"
+        assert cli.main(["train", "gmodiff-dareg", "--data", str(data_dir), "--out", str(out),
+                         "--config", str(settings), "--steps", "36"]) == 0, capsys.readouterr().err
+        gain = _losses(out / "loss.jsonl", "gain")
+        assert len(gain) == 30 and len(_losses(out / "loss.jsonl", "mask")) == 6
+        assert np.mean(gain[-10:]) < 0.85 * np.mean(gain[:10])
+        model = load_dareg(out / "export/model_zoo/dareg_mask.pth")
+        assert model.config.channels == (8, 8, 8, 16, 16) and model.config.mask_head
+
+    def test_settings_the_recipes_cannot_use(self, tiny_root, data_dir, tmp_path):
+        from lediff_backend.training.config import load_config
+        from lediff_backend.training.gmodiff import DaRegRecipe, gmodiff_recipe
+        from lediff_backend.training.loop import train
+
+        config, options = load_config("gmodiff-dareg", **{**FAST, "resolution": 48}, steps=1, network=TINY_NETWORK)
+        with pytest.raises(BadInput, match="resolution must be a multiple of 32"):
+            train(DaRegRecipe(None, options), config, data_dir, tmp_path / "a")
+        _, options = load_config("gmodiff")
+        with pytest.raises(MissingWeights, match="dareg_mask.pth: missing; train it first"):
+            gmodiff_recipe("gmodiff", str(tmp_path), str(tiny_root), options)

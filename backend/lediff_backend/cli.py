@@ -37,7 +37,7 @@ COMMANDS: dict[str, CommandInfo] = {
     "tiny-models": CommandInfo("tiny_models", "write tiny random-init models in the official layouts"),
     "convert-weights": CommandInfo("convert_weights", "convert an official MVDiffusion checkpoint to safetensors"),
     "panorama": CommandInfo("panorama", "prompt or photo -> 2:1 HDR environment (MVDiffusion + LEDiff)"),
-    "train": CommandInfo("train", "fine-tune the LEDiff decoder or denoisers on a folder of HDR images"),
+    "train": CommandInfo("train", "train LEDiff, LF-Diff or GMODiff models on a folder of HDR images"),
     "bench": CommandInfo("bench", "run the benchmarks in the checkout's bench/ folder: fidelity, speed, gpu"),
 }
 

@@ -212,8 +212,9 @@ def read_gmodiff_checkpoint(path: str | os.PathLike) -> dict:
 def load_gmodiff_checkpoint(checkpoint: dict, unet, vae, vae_c, path: str | os.PathLike = CHECKPOINT):
     """Fill SD 2.1 base modules with a ``read_gmodiff_checkpoint`` dict; return the ``MaskVisualFusion``.
 
-    ``unet`` (4 input channels, as in the base folder) gets the checkpoint's 8-channel ``conv_in``, ``vae`` the guided skips, and all three
-    the adapters the checkpoint lists (as ``models.lora.LoraLayer``: merge them for inference).
+    ``unet`` (4 input channels, as in the base folder) gets the checkpoint's 8-channel ``conv_in``,
+    ``vae`` the guided skips, and all three the adapters the checkpoint lists (as
+    ``models.lora.LoraLayer``: merge them for inference).
     """
     from .models.gmodiff import MaskVisualFusion, attach_guided_skips, widen_conv_in
     from .models.lora import add_lora

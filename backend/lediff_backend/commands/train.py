@@ -1,12 +1,14 @@
-"""``lediff train RECIPE --data DIR --out DIR``: train LEDiff or LF-Diff on HDR images.
+"""``lediff train RECIPE --data DIR --out DIR``: train LEDiff, LF-Diff or GMODiff on HDR images.
 
 ``decoder`` fine-tunes the latent fusion and the log-HDR decoder; ``highlight`` / ``shadow``
 the conditional denoisers. ``--model`` is the starting point: a Stable Diffusion folder or a
 LEDiff folder (default: the installed LEDiff model of that kind, else the base SD model).
 ``lfdiff-stage1`` trains LF-Diff's prior extractor and reconstruction network (from scratch, or
 from ``--model``, an LF-Diff folder), ``lfdiff-stage2`` its prior diffusion (``--model``: the
-stage-one export); see ``training/lfdiff.py``. The trained model lands in ``OUT/export`` in its
-folder layout (``--model-dir OUT/export``).
+stage-one export); see ``training/lfdiff.py``. ``gmodiff-dareg`` trains GMODiff's regression
+network (from scratch, or from ``--model``, a GMODiff folder), ``gmodiff`` its diffusion stage
+on Stable Diffusion 2.1 base (``--model``: the regression export); see ``training/gmodiff.py``.
+The trained model lands in ``OUT/export`` in its folder layout (``--model-dir OUT/export``).
 Several GPUs or nodes: ``accelerate launch --config_file CONFIG -m lediff_backend.cli train ...``
 (see ``training/configs/accelerate_multi_gpu.yaml``).
 """
@@ -29,7 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model",
         help="starting weights: an SD or LEDiff folder (default: the installed LEDiff model of that kind,"
-        " else the base SD model); for lfdiff-*, an LF-Diff folder (stage 1 default: random weights)",
+        " else the base SD model); for lfdiff-*, an LF-Diff folder (stage 1 default: random weights);"
+        " for gmodiff-*, a GMODiff folder (gmodiff-dareg default: random weights)",
     )
     parser.add_argument("--decoder", help="LEDiff folder whose HDR decoder and fusion the denoiser export uses")
     parser.add_argument("--model-dir", help="models root for the default --model (default: $LEDIFF_MODELS)")
@@ -82,6 +85,10 @@ def run(args: argparse.Namespace) -> int:
         from ..training.lfdiff import LFDiffRecipe
 
         recipe = LFDiffRecipe(args.recipe, args.model, options)
+    elif args.recipe.startswith("gmodiff"):
+        from ..training.gmodiff import gmodiff_recipe
+
+        recipe = gmodiff_recipe(args.recipe, args.model, args.model_dir, options)
     else:
         recipe = _lediff_recipe(args, options)
     result = train(recipe, config, args.data, args.out, resume=args.resume, report=_report(args.recipe))

@@ -44,6 +44,7 @@ __all__ = [
     "GAIN_OFFSET",
     "TIMESTEP",
     "DAREG_GAMMA",
+    "dareg_inputs",
     "gain_map",
     "hdr_from_gain_map",
     "DaRegConfig",
@@ -58,12 +59,20 @@ __all__ = [
     "widen_conv_in",
     "unet_lora_targets",
     "vae_lora_targets",
+    "adapt_base_model",
 ]
 
 GAIN_MU = 100.0  # the gain map's log compression (official MU)
 GAIN_OFFSET = 1.0 / 64  # added to the reference LDR so that black pixels keep a gain (official EPSILON)
 TIMESTEP = 499  # the one denoising step's timestep (official ``self.timesteps``)
 DAREG_GAMMA = 2.2  # DaReg's linearisation of its inputs, ``L^2.2 / t`` (official ``ldr_to_hdr``)
+
+
+def dareg_inputs(bracket: torch.Tensor, evs: torch.Tensor) -> list[torch.Tensor]:
+    """DaReg's inputs ``[L^2.2 / t, L]`` (N, 6, H, W) of a bracket (N, 3, 3, H, W), darkest first,
+    shot at ``evs`` (N, 3); exposure times ``t = 2^(ev − ev_darkest)``, so the darkest one's is 1."""
+    times = torch.exp2(evs - evs[:, :1]).to(bracket)[..., None, None, None]
+    return list(torch.cat([bracket**DAREG_GAMMA / times, bracket], dim=2).unbind(1))
 
 
 def gain_map(hdr: torch.Tensor, ldr: torch.Tensor) -> torch.Tensor:
@@ -179,8 +188,8 @@ class DaRegConfig:
         still builds a network, and loading it strictly names what is wrong.
         """
         default = cls()
-        levels = _children(state, "downs.")
-        if "intro_0.weight" not in state or not levels or any(f"downs.{i}.0.weight" not in state for i in range(levels)):
+        levels = _children(state, "downs.") or len(default.down_scales)
+        if "intro_0.weight" not in state or any(f"downs.{i}.0.weight" not in state for i in range(levels)):
             return default
         downs = [state[f"downs.{i}.0.weight"] for i in range(levels)]
         adapt = state.get("encoder_adapt_convs.0.weight")
@@ -247,7 +256,8 @@ class DaReg(_Component):
         """What stage 2 trains (the official ``freeze_pretrained_layers`` leaves these free)."""
         return [*self.encoder_adapt_convs.parameters(), *self.seg_conv_layers.parameters()]
 
-    def forward(self, dark: torch.Tensor, ref: torch.Tensor, bright: torch.Tensor, with_mask: bool = True) -> DaRegOutput:
+    def forward(self, dark: torch.Tensor, ref: torch.Tensor, bright: torch.Tensor,
+                with_mask: bool = True) -> DaRegOutput:
         """Each input (N, 6, H, W) is ``[L^2.2 / t, L]``; sizes are padded with zeros to
         multiples of ``config.scale`` inside and the outputs cropped back."""
         height, width = ref.shape[-2:]
@@ -345,7 +355,8 @@ def attach_guided_skips(vae, prior_dim: int) -> None:
         setattr(vae.decoder, f"skip_conv_{i + 1}", skip)
 
 
-def encode_with_skips(vae, x: torch.Tensor, generator: torch.Generator | None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+def encode_with_skips(vae, x: torch.Tensor,
+                      generator: torch.Generator | None) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """(scaled latent sampled from the posterior, the input of every encoder block)."""
     from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 
@@ -420,3 +431,19 @@ def vae_lora_targets(vae: nn.Module, part: str) -> list[str]:
     "decoder": the decoder, all layers of the guided skips included when attached)."""
     names = [n for n in _adaptable(vae, _VAE_PATTERNS) if n.startswith(f"{part}.")]
     return names + ["quant_conv"] if part == "encoder" and vae.quant_conv is not None else names
+
+
+def adapt_base_model(unet, vae, vae_c, rank: int, generator: torch.Generator | None = None) -> None:
+    """GMODiff's fresh start on Stable Diffusion 2.1 base (official ``initialize_unet`` and
+    ``initialize_vae``): the 8-channel ``conv_in``, the guided skips (prior tokens of the UNet's
+    cross-attention width), and adapters of ``rank`` where the official code puts them; the
+    adapters start as no-ops."""
+    from .lora import add_lora
+
+    widen_conv_in(unet, generator)
+    attach_guided_skips(vae, unet.config.cross_attention_dim)
+    for part, names in unet_lora_targets(unet).items():
+        add_lora(unet, names, f"default_{part}", rank)
+    for part in ("encoder", "decoder"):
+        add_lora(vae, vae_lora_targets(vae, part), f"default_{part}", rank)
+    add_lora(vae_c, vae_lora_targets(vae_c, "encoder"), "default_encoder", rank)

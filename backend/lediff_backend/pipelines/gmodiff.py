@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -43,10 +43,10 @@ from diffusers.utils import BaseOutput
 
 from .. import errors
 from ..models.gmodiff import (
-    DAREG_GAMMA,
     TIMESTEP,
     DaReg,
     MaskVisualFusion,
+    dareg_inputs,
     decode_with_skips,
     encode_with_skips,
     hdr_from_gain_map,
@@ -88,7 +88,8 @@ class GMODiffPipeline(DiffusionPipeline):
         if unet.config.in_channels != 2 * vae.config.latent_channels:
             raise ValueError(f"the GMODiff UNet reads two latents; this one has {unet.config.in_channels} channels")
         if scheduler.config.prediction_type not in ("epsilon", "v_prediction"):
-            raise ValueError(f"one-step denoising needs epsilon or v prediction, not {scheduler.config.prediction_type}")
+            raise ValueError(f"one-step denoising needs epsilon or v prediction, not"
+                             f" {scheduler.config.prediction_type}")
         self.register_modules(dareg=dareg, proj=proj, vae=vae, condition_vae=condition_vae, unet=unet,
                               scheduler=scheduler)
         self.stage = ""
@@ -103,7 +104,8 @@ class GMODiffPipeline(DiffusionPipeline):
         return len(STAGES)
 
     @classmethod
-    def from_pretrained(cls, model_dir: str | os.PathLike | None = None, base_model_dir: str | os.PathLike | None = None,
+    def from_pretrained(cls, model_dir: str | os.PathLike | None = None,
+                        base_model_dir: str | os.PathLike | None = None,
                         torch_dtype: torch.dtype = torch.float32) -> GMODiffPipeline:
         """The pipeline from the official files (``gmodiff_weights.find_gmodiff``), on the CPU.
 
@@ -147,9 +149,18 @@ class GMODiffPipeline(DiffusionPipeline):
         size = [max(MIN_SIZE, -(-n // PAD_MULTIPLE) * PAD_MULTIPLE) for n in (height, width)]
         return F.pad(x, (0, size[1] - width, 0, size[0] - height), mode="replicate").to(self._execution_device)
 
-    # -- the stages -----------------------------------------------------------------------------
+    # -- the stages (the training recipe runs them too, with gradients) --------------------------
 
-    def _denoise(self, latents: torch.Tensor, condition: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
+    def encode(self, dark: torch.Tensor, gain: torch.Tensor, generator: torch.Generator | None):
+        """(regression latent, condition latent, the main encoder's block inputs) of the darkest
+        exposure and the regression gain map, both (N, 3, H, W) in [0, 1]; posterior samples."""
+        condition_vae = self.condition_vae
+        posterior = condition_vae.encode((2 * dark - 1).to(condition_vae.dtype)).latent_dist
+        condition = posterior.sample(generator) * condition_vae.config.scaling_factor
+        latents, skips = encode_with_skips(self.vae, (2 * gain - 1).to(self.vae.dtype), generator)
+        return latents.float(), condition, skips
+
+    def denoise(self, latents: torch.Tensor, condition: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
         """One step from t = 499 to the clean latent, windowed like the official script."""
         unet = self.unet
         states = prior.to(unet.dtype)
@@ -164,6 +175,12 @@ class GMODiffPipeline(DiffusionPipeline):
         if self.scheduler.config.prediction_type == "v_prediction":
             return alpha.sqrt() * latents - (1 - alpha).sqrt() * output
         return (latents - (1 - alpha).sqrt() * output) / alpha.sqrt()
+
+    def decode(self, latents: torch.Tensor, skips: list[torch.Tensor], prior: torch.Tensor) -> torch.Tensor:
+        """The gain map (N, 3, H, W) in [0, 1] of a denoised latent."""
+        vae = self.vae
+        decoded = decode_with_skips(vae, latents.to(vae.dtype), skips, prior.to(vae.dtype))
+        return decoded.float().clamp(-1, 1) * 0.5 + 0.5
 
     def _callback(self, callback, step: int, latents: torch.Tensor, names: Sequence[str]) -> torch.Tensor:
         """Run the step callback after stage ``step``; it may replace ``latents``."""
@@ -190,31 +207,27 @@ class GMODiffPipeline(DiffusionPipeline):
         self._interrupt = False
         names = callback_on_step_end_tensor_inputs
         height, width = images[1].shape[:2]
-        dark, ref, bright = (self._pad(im) for im in images)
-        times = [2.0 ** (ev - evs[0]) for ev in evs]  # the darkest exposure's time is 1
-        inputs = [torch.cat([x ** DAREG_GAMMA / t, x], dim=1) for x, t in zip((dark, ref, bright), times)]
+        bracket = torch.stack([self._pad(im) for im in images], dim=1)  # (1, 3, 3, H', W')
+        ev_tensor = torch.tensor([evs], dtype=torch.float32, device=bracket.device)
 
-        # 1. regression, prior tokens, the two encodings
-        regression = self.dareg(*inputs)
+        # 1. regression and prior tokens; the two encodings
+        regression = self.dareg(*dareg_inputs(bracket, ev_tensor))
         prior = self.proj(regression.embedding, regression.mask)
-        condition_vae = self.condition_vae
-        posterior = condition_vae.encode((2 * dark - 1).to(condition_vae.dtype)).latent_dist
-        condition = posterior.sample(generator) * condition_vae.config.scaling_factor
-        latents, skips = encode_with_skips(self.vae, (2 * regression.gain_map - 1).to(self.vae.dtype), generator)
-        latents = self._callback(callback_on_step_end, 0, latents.float(), names)
+        latents, condition, skips = self.encode(bracket[:, 0], regression.gain_map, generator)
+        latents = self._callback(callback_on_step_end, 0, latents, names)
         # 2. one denoising step
         if not self.interrupt:
-            latents = self._callback(callback_on_step_end, 1, self._denoise(latents, condition, prior), names)
-        # 3. gain map -> HDR
+            latents = self._callback(callback_on_step_end, 1, self.denoise(latents, condition, prior), names)
+        # 3. gain map -> HDR in the reference's units
         if self.interrupt:
             self.maybe_free_model_hooks()
             return GMODiffPipelineOutput(images=None, interrupted=True) if return_dict else (None, None, True)
         if output_type == "latent":
             result, gains = latents, None
         else:
-            decoded = decode_with_skips(self.vae, latents.to(self.vae.dtype), skips, prior.to(self.vae.dtype))
-            gains = (decoded.float().clamp(-1, 1) * 0.5 + 0.5)[..., :height, :width]
-            result = hdr_from_gain_map(gains, ref[..., :height, :width]) * 2.0 ** (evs[1] - evs[0])
+            gains = self.decode(latents, skips, prior)[..., :height, :width]
+            reference = bracket[:, 1, :, :height, :width]
+            result = hdr_from_gain_map(gains, reference) * 2.0 ** (evs[1] - evs[0])
             if output_type == "np":
                 result, gains = (t.permute(0, 2, 3, 1).cpu().numpy().astype(np.float32) for t in (result, gains))
         self._callback(callback_on_step_end, 2, latents, names)

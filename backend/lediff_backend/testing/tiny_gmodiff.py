@@ -17,16 +17,7 @@ from pathlib import Path
 import torch
 
 from ..gmodiff_weights import CHECKPOINT, DAREG_FILES, gmodiff_checkpoint
-from ..models.gmodiff import (
-    DaReg,
-    DaRegConfig,
-    MaskVisualFusion,
-    attach_guided_skips,
-    unet_lora_targets,
-    vae_lora_targets,
-    widen_conv_in,
-)
-from ..models.lora import add_lora
+from ..models.gmodiff import DaReg, DaRegConfig, MaskVisualFusion, adapt_base_model
 
 __all__ = ["TINY_DAREG", "RANK", "tiny_gmodiff_modules", "write_tiny_gmodiff"]
 
@@ -53,13 +44,7 @@ def tiny_gmodiff_modules(base: str | Path, seed: int = 0) -> dict:
     unet = UNet2DConditionModel.from_pretrained(base, subfolder="unet")
     vae, vae_c = (AutoencoderKL.from_pretrained(base, subfolder="vae") for _ in range(2))
     proj = MaskVisualFusion(TINY_DAREG.channels[-1], (8, 16), 16, unet.config.cross_attention_dim)
-    widen_conv_in(unet, generator)
-    attach_guided_skips(vae, unet.config.cross_attention_dim)
-    for part, names in unet_lora_targets(unet).items():
-        add_lora(unet, names, f"default_{part}", RANK)
-    for part in ("encoder", "decoder"):
-        add_lora(vae, vae_lora_targets(vae, part), f"default_{part}", RANK)
-    add_lora(vae_c, vae_lora_targets(vae_c, "encoder"), "default_encoder", RANK)
+    adapt_base_model(unet, vae, vae_c, RANK, generator)
     _perturb([p for n, p in dareg.named_parameters() if n.endswith(("beta", "gamma"))], generator)
     for model in (unet, vae, vae_c):
         _perturb([p for n, p in model.named_parameters() if ".lora_B." in n], generator)

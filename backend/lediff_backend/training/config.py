@@ -1,11 +1,12 @@
 """Training configurations: JSON defaults per recipe, a user's file, command-line overrides.
 
-``configs/decoder.json``, ``configs/denoiser.json`` (highlight and shadow) and
-``configs/lfdiff.json`` (both LF-Diff stages) hold every default, the paper's values where it
-gives them. ``load_config`` merges defaults <- ``--config FILE`` <- overrides and splits the
-result into the loop's ``TrainConfig`` (whose ``views`` are the ``ViewSettings`` of the data)
-and the recipe's own options (``recipe_options`` checks them against the recipe's dataclass).
-An unknown key is an error that names it.
+``configs/decoder.json``, ``configs/denoiser.json`` (highlight and shadow), ``configs/lfdiff.json``
+(both LF-Diff stages), ``configs/gmodiff_dareg.json`` and ``configs/gmodiff.json`` (GMODiff's
+regression and diffusion stages) hold every default, the paper's values where it gives them
+(the official code's, for GMODiff). ``load_config`` merges defaults <- ``--config FILE`` <-
+overrides and splits the result into the loop's ``TrainConfig`` (whose ``views`` are the
+``ViewSettings`` of the data) and the recipe's own options (``recipe_options`` checks them
+against the recipe's dataclass). An unknown key is an error that names it.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ RECIPES = {
     "shadow": "denoiser.json",
     "lfdiff-stage1": "lfdiff.json",
     "lfdiff-stage2": "lfdiff.json",
+    "gmodiff-dareg": "gmodiff_dareg.json",
+    "gmodiff": "gmodiff.json",
 }
 
 
