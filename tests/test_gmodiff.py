@@ -178,6 +178,8 @@ class TestMergeService:
         assert meta["reference"] == 2 and meta["merged"] == [4, 2, 0]
         with pytest.raises(BadInput, match="three exposures .* got 2: shoot a third, or use the classic engine"):
             merge_files(paths[:2], tmp_path / "two.exr", evs=evs[:2], engine="gmodiff", model_dir=tiny_root)
+        with pytest.raises(BadInput, match="--response is the classic engine's"):
+            merge_files(paths[:3], tmp_path / "r.exr", evs=evs[:3], engine="gmodiff", response="recover")
         with pytest.raises(BadInput, match="choose another --reference"):
             merge_files(paths, tmp_path / "end.exr", evs=evs, engine="gmodiff", reference=4, model_dir=tiny_root)
 

@@ -99,18 +99,19 @@ def merge_files(
     """Merge bracket files into an HDR file (written atomically); returns its metadata.
 
     ``evs`` (one per input) default to the files' EXIF; ``reference`` (an index into
-    ``inputs``) to the middle exposure; ``response`` to ``linear`` for RAW files and ``srgb``
-    otherwise (``recover``: estimated from the brackets; classic engine only). A 2:1 bracket is
-    a 360° panorama: alignment and ghost masks wrap across its seam, and the EXR is tagged
-    latlong. ``model_dir``, ``device`` and ``seed`` are the neural engines' (a neural engine
-    merges the darkest, reference and brightest exposures; RAW files reach it sRGB-encoded).
+    ``inputs``) to the middle exposure. ``response``, the classic engine's only, defaults to
+    ``linear`` for RAW files and ``srgb`` otherwise (``recover``: estimated from the brackets).
+    A 2:1 bracket is a 360° panorama: alignment and ghost masks wrap across its seam, and the
+    EXR is tagged latlong. ``model_dir``, ``device`` and ``seed`` are the neural engines' (a
+    neural engine merges the darkest, reference and brightest exposures; RAW files reach it
+    sRGB-encoded).
 
     Raises
     ------
     BadInput
         Unreadable files, not a bracket (too few images, sizes differ, same exposures, EVs
-        neither given nor in EXIF, wrong EV count, RAW mixed with developed images), or an
-        unknown response.
+        neither given nor in EXIF, wrong EV count, RAW mixed with developed images), an
+        unknown response, or a response for a neural engine.
     MissingWeights
         A neural engine without its weights or without torch.
     """
@@ -121,6 +122,9 @@ def merge_files(
     target = check_writable_output(output)
     name = resolve_merge_engine(engine)
     merge = neural_engine(name) if name != "classic" else None  # before reading: fail fast
+    if merge is not None and response is not None:
+        raise BadInput(f"--response is the classic engine's: the {name} engine reads the images as the camera"
+                       " encoded them")
     stages = 5  # classic: read, then merge_brackets' align, response and merge, then write
 
     def report(stage: str, step: int, total: int = stages) -> None:
