@@ -41,10 +41,10 @@ Speed
 few geometries (image shape and view; ``_CACHED_GEOMETRIES``, ``clear_caches``), so a repeated
 view only gathers and blends. The default lookup is exact bilinear in float32 (what Blender
 computes). ``fast=True`` hands the lookup to OpenCV's ``cv2.remap`` where OpenCV is installed
-(``fast_sampler`` says which runs): two to three times faster on big views, but it rounds the
-sample positions to 1/32 pixel, so it differs from the exact lookup by up to 1/32 of the
-difference between neighbouring pixels (py360convert samples the same way when OpenCV is
-present). Without OpenCV ``fast=True`` gives the exact lookup.
+(``fast_sampler`` says which runs): half the CPU time on big views or less, and spread over
+OpenCV's threads, but it rounds the sample positions to 1/32 pixel, so it differs from the
+exact lookup by up to 1/32 of the largest difference between neighbouring pixels (py360convert
+samples the same way when OpenCV is present). Without OpenCV ``fast=True`` is the exact lookup.
 """
 
 from __future__ import annotations
@@ -232,7 +232,7 @@ def _lerp_into(a: np.ndarray, b: np.ndarray, t: np.ndarray, out: np.ndarray | No
 def _lerp_pair(elements: np.ndarray, left: np.ndarray, right: np.ndarray, weight: np.ndarray) -> np.ndarray:
     """Blend of ``elements`` at ``left`` and ``right`` with ``weight`` on the right ones.
 
-    ``mode="clip"`` only matters for NaN positions: they give some pixel's value, not an error.
+    ``mode="clip"`` only matters for NaN positions: they give NaN rather than an IndexError.
     """
     return _lerp_into(elements.take(left, mode="clip"), elements.take(right, mode="clip"), weight)
 
