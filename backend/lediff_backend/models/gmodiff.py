@@ -375,7 +375,8 @@ def encode_with_skips(vae, x: torch.Tensor,
 def decode_with_skips(vae, latent: torch.Tensor, skips: list[torch.Tensor], prior: torch.Tensor) -> torch.Tensor:
     """Scaled latent -> image, each decoder block's input plus its guided encoder skip."""
     decoder = vae.decoder
-    h = decoder.conv_in(latent / vae.config.scaling_factor)
+    z = latent / vae.config.scaling_factor
+    h = decoder.conv_in(vae.post_quant_conv(z) if vae.post_quant_conv is not None else z)
     h = decoder.mid_block(h, None)
     for i, (block, skip) in enumerate(zip(decoder.up_blocks, reversed(skips))):
         h = h + getattr(decoder, f"skip_conv_{i + 1}")(skip, prior)

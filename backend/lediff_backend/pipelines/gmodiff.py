@@ -12,9 +12,13 @@ Three exposures (darkest, reference, brightest) become HDR in one diffusion step
    keeping the main encoder's block inputs for the decoder;
 2. **denoise**: the 8-channel UNet sees [regression latent, condition latent] at t = 499 with
    the prior tokens as ``encoder_hidden_states`` (no text); one DDPM step from t = 499 to the
-   clean latent: ``x0 = (x − √(1−ᾱ)·ε) / √ᾱ``. (The official ``DDPMScheduler.step`` adds noise
-   of variance 0, clamped to 1e-20, on top; left out. Latents wider than 96 are denoised in
-   96-latent windows overlapping by 32, as the official script does, blended by ``map_tiles``.)
+   clean latent, ``x0 = (x − √(1−ᾱ)·ε) / √ᾱ`` (clipped only if the scheduler config says
+   ``clip_sample``; SD 2.1 base's does not). That is what diffusers 0.25's ``DDPMScheduler.step``
+   returns after ``set_timesteps(1)``, the official call: its previous timestep is negative, so
+   ᾱ_prev = 1; its added noise has variance 0 (clamped to 1e-20) and is left out. Today's
+   diffusers look t up among the set timesteps instead, so the step is written out here.
+   Latents larger than 96 are denoised in 96-latent windows overlapping by 32, as the official
+   script does, blended by ``map_tiles``.
 3. **decode**: the VAE decoder, each block's input plus its guided skip, gives the gain map
    ``G`` (clamped to [-1, 1], then ``0.5·x + 0.5``); ``H = (L_ref + 1/64)·(101^G − 1)/100`` is in
    the darkest exposure's units, multiplied by ``2^(ev_ref − ev_dark)`` into the reference's
@@ -170,11 +174,15 @@ class GMODiffPipeline(DiffusionPipeline):
             return unet(inputs, TIMESTEP, encoder_hidden_states=states.expand(len(x), -1, -1), return_dict=False)[0]
 
         output = map_tiles(predict, [latents, condition], (LATENT_TILE, LATENT_TILE), LATENT_OVERLAP, wrap=False)
+        config = self.scheduler.config
         alpha = self.scheduler.alphas_cumprod[TIMESTEP].to(latents.device, torch.float32)
         output = output.float()
-        if self.scheduler.config.prediction_type == "v_prediction":
-            return alpha.sqrt() * latents - (1 - alpha).sqrt() * output
-        return (latents - (1 - alpha).sqrt() * output) / alpha.sqrt()
+        if config.prediction_type == "v_prediction":
+            clean = alpha.sqrt() * latents - (1 - alpha).sqrt() * output
+        else:
+            clean = (latents - (1 - alpha).sqrt() * output) / alpha.sqrt()
+        # as DDPMScheduler.step does (SD 2.1 base's config turns it off)
+        return clean.clamp(-config.clip_sample_range, config.clip_sample_range) if config.clip_sample else clean
 
     def decode(self, latents: torch.Tensor, skips: list[torch.Tensor], prior: torch.Tensor) -> torch.Tensor:
         """The gain map (N, 3, H, W) in [0, 1] of a denoised latent."""

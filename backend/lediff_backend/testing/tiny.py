@@ -45,7 +45,7 @@ __all__ = [
 ]
 
 # Bump when the folders' contents change, so cached roots are rewritten.
-TINY_VERSION = 4
+TINY_VERSION = 5
 _MARKER = "tiny-models.json"
 _SCALING_FACTOR = 0.18215
 _MAX_TOKENS = 77
@@ -258,11 +258,16 @@ def _write_caa(folder: Path, seed: int) -> None:
     caa.save_pretrained(folder / "caa")
 
 
-def _write_mvdiffusion(folder: Path, unet_in_channels: int, seed: int) -> Path:
+def _write_sd2(folder: Path, unet_in_channels: int, seed: int) -> Path:
     _write_model(folder, TINY_SD2, unet_in_channels, seed, with_fusion=False)
-    # SD-2's scheduler config says clip_sample false, which MVDiffusion's DDIM inherits.
+    # SD-2's scheduler config says clip_sample false, which MVDiffusion's DDIM and GMODiff's DDPM inherit.
     scheduler = folder / "scheduler" / "scheduler_config.json"
     scheduler.write_text(json.dumps(dict(json.loads(scheduler.read_text()), clip_sample=False), indent=2))
+    return folder
+
+
+def _write_mvdiffusion(folder: Path, unet_in_channels: int, seed: int) -> Path:
+    _write_sd2(folder, unet_in_channels, seed)
     _write_caa(folder, seed + 5)
     return folder
 
@@ -276,7 +281,7 @@ def write_tiny_models(root: str | Path, seed: int = 0) -> dict[str, Path]:
         "sd-base": _write_model(root / "sd-base", TINY, 4, seed + 20, with_fusion=False),
         "mvdiffusion": _write_mvdiffusion(root / "mvdiffusion", 4, seed + 30),
         "mvdiffusion-outpaint": _write_mvdiffusion(root / "mvdiffusion-outpaint", 9, seed + 40),
-        "sd21-base": _write_model(root / "sd21-base", TINY_SD2, 4, seed + 50, with_fusion=False),
+        "sd21-base": _write_sd2(root / "sd21-base", 4, seed + 50),
         "gmodiff": write_tiny_gmodiff(root / "gmodiff", seed + 60),
         "lfdiff": write_tiny_lfdiff(root / "lfdiff", seed + 70),
     }
