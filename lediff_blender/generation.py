@@ -24,13 +24,16 @@ from . import client as client_module
 from . import lighting, preferences, protocol
 from .client import BackendClient, BackendConfig
 
-__all__ = ["PUMP_INTERVAL", "NEURAL_MODELS", "build_job", "needed_models", "blocker", "start", "pump", "cancel",
-           "release", "running_job", "check_backend", "shutdown"]
+__all__ = ["PUMP_INTERVAL", "NEURAL_MODELS", "MERGE_MODELS", "build_job", "reference_index", "needed_models",
+           "blocker", "start", "pump", "cancel", "release", "running_job", "check_backend", "shutdown"]
 
 PUMP_INTERVAL = 0.1  # seconds between timer calls while a job is in flight
 PREVIEW_EVERY = 5  # denoising steps between preview images (neural engines)
 NEURAL_MODELS = ("lediff-highlight", "lediff-shadow", "sd-base")
 LEDIFF_MODELS = ("lediff-highlight", "lediff-shadow")
+# The neural merge engines (Brackets mode) and their models; classic (and auto) needs none
+MERGE_MODELS = {"gmodiff": ("gmodiff", "sd21-base"), "lfdiff": ("lfdiff",)}
+MERGE_NAMES = {"gmodiff": "GMODiff", "lfdiff": "LF-Diff"}
 
 
 @dataclass(frozen=True)
@@ -73,12 +76,41 @@ def _kind_and_params(settings) -> tuple[str, dict, str]:
             return "convert", {"input": photo, "width": settings.width}, photo
         return "panorama", {"prompt": settings.prompt, "image": photo, "width": settings.width}, photo
     if settings.mode == "BRACKETS":
-        if len(settings.brackets) < 2:
-            raise ValueError("add at least two bracketed photos")
-        inputs = [_file(b.filepath, f"bracket photo {i + 1}") for i, b in enumerate(settings.brackets)]
-        evs = [b.ev for b in settings.brackets]
-        return "merge", {"inputs": inputs, **({"ev": evs} if any(evs) else {})}, inputs[0]  # no EVs: from EXIF
+        return _merge_params(settings)
     raise ValueError("an HDR file needs no generation: apply it")
+
+
+def reference_index(settings) -> int | None:
+    """Index of the pinned reference bracket, or None (the backend takes the middle exposure)."""
+    return next((i for i, bracket in enumerate(settings.brackets) if bracket.reference), None)
+
+
+def _merge_params(settings) -> tuple[str, dict, str]:
+    """A merge job's params: only what is set (the backend's defaults otherwise), no steps,
+    guidance or width (a merge keeps the photos' size)."""
+    engine = settings.merge_engine
+    neural = MERGE_NAMES.get(engine)
+    if len(settings.brackets) < 2:
+        raise ValueError("add at least two bracketed photos")
+    if neural and len(settings.brackets) < 3:
+        raise ValueError(f"add at least three bracketed photos: {neural} merges the darkest, the reference and "
+                         "the brightest (or choose the Classic merge engine)")
+    inputs = [_file(b.filepath, f"bracket photo {i + 1}") for i, b in enumerate(settings.brackets)]
+    evs = [b.ev for b in settings.brackets]
+    params = {"engine": engine, "inputs": inputs}
+    if any(evs):  # no EVs given: the backend reads them from EXIF
+        params["ev"] = evs
+    reference = reference_index(settings)
+    if reference is not None:
+        if neural and any(evs) and evs[reference] in (min(evs), max(evs)):
+            raise ValueError(f"pin a reference photo between a darker and a brighter one: {neural} merges the "
+                             "darkest, the reference and the brightest")
+        params["reference"] = reference
+    if neural:
+        params["seed"] = settings.seed
+    elif settings.response != "auto":
+        params["response"] = settings.response
+    return "merge", params, inputs[0]
 
 
 def build_job(settings, output: str) -> protocol.Job:
@@ -87,6 +119,8 @@ def build_job(settings, output: str) -> protocol.Job:
     Models folder and device are the backend's start-up options (preferences), not job params.
     """
     kind, params, _ = _kind_and_params(settings)
+    if kind == "merge":  # its own engine, seed and options
+        return protocol.Job(kind, params, output)
     common = {"engine": settings.engine, "seed": settings.seed, "steps": settings.steps,
               "guidance": settings.guidance, "preview_every": PREVIEW_EVERY}
     return protocol.Job(kind, {**common, **params}, output)
@@ -94,6 +128,8 @@ def build_job(settings, output: str) -> protocol.Job:
 
 def needed_models(settings) -> tuple[str, ...]:
     """The models the chosen mode and engine need (names of ``lediff models list``)."""
+    if settings.mode == "BRACKETS":
+        return MERGE_MODELS.get(settings.merge_engine, ())
     neural = settings.mode == "TEXT" or (settings.mode == "PHOTO" and not settings.photo_is_panorama)
     if neural:
         return NEURAL_MODELS

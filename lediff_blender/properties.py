@@ -17,7 +17,8 @@ from bpy.props import (BoolProperty, CollectionProperty, EnumProperty, FloatProp
 from . import sun_lamp
 from . import world as world_nodes
 
-__all__ = ["classes", "register_pointers", "unregister_pointers", "world_settings", "MODES"]
+__all__ = ["classes", "register_pointers", "unregister_pointers", "world_settings", "MODES", "MERGE_ENGINES",
+           "RESPONSES"]
 
 MODES = (
     ("TEXT", "Text", "Describe the environment; the LEDiff and MVDiffusion models make it", "FONT_DATA", 0),
@@ -25,6 +26,24 @@ MODES = (
      "IMAGE_DATA", 1),
     ("BRACKETS", "Brackets", "Merge photographed exposure brackets into one HDR", "RENDERLAYERS", 2),
     ("HDR_FILE", "HDR File", "Use an existing HDR panorama (EXR or Radiance .hdr)", "FILE_IMAGE", 3),
+)
+
+# Brackets mode: the backend's merge engines (``lediff_backend.merge.MERGE_ENGINES``; auto = classic)
+MERGE_ENGINES = (
+    ("auto", "Auto", "The Classic engine (the neural engines run only when chosen)"),
+    ("classic", "Classic", "Weight-free merge with alignment and ghost removal: two or more photos, "
+                           "no GPU or models needed"),
+    ("gmodiff", "GMODiff", "Gain-map diffusion merge: needs 3+ exposures, a GPU and the "
+                           "gmodiff and sd21-base models"),
+    ("lfdiff", "LF-Diff", "Low-frequency-prior diffusion merge: needs 3+ exposures, a GPU and "
+                          "the lfdiff model (trained with lediff train lfdiff-*)"),
+)
+# The Classic merge's camera response (``lediff_backend.merge.RESPONSES``; auto: not sent)
+RESPONSES = (
+    ("auto", "Auto", "sRGB for ordinary photos, linear for camera RAW files"),
+    ("srgb", "sRGB", "The photos are sRGB-encoded (JPEG, PNG, 8-bit TIFF)"),
+    ("recover", "Recover", "Estimate the camera's response curve from the brackets"),
+    ("linear", "Linear", "The photos are linear (RAW, linear TIFF)"),
 )
 
 
@@ -67,12 +86,24 @@ class LEDIFF_PG_world(bpy.types.PropertyGroup):
                                    default=0.0, min=0.0, soft_max=0.5, step=1, update=_update_world)
 
 
+def _update_reference(bracket: LEDIFF_PG_bracket, context) -> None:
+    """One reference at most: pinning a photo unpins the others."""
+    if not bracket.reference:
+        return
+    for other in bracket.id_data.lediff.brackets:
+        if other.reference and other.as_pointer() != bracket.as_pointer():
+            other.reference = False
+
+
 class LEDIFF_PG_bracket(bpy.types.PropertyGroup):
     """One photographed exposure of a bracket."""
 
     filepath: StringProperty(name="Photo", subtype="FILE_PATH")
     ev: FloatProperty(name="EV", description="Exposure of this photo relative to the others, in stops",
                       default=0.0, soft_min=-8.0, soft_max=8.0)
+    reference: BoolProperty(name="Reference",
+                            description="Take moving things (people, clouds, leaves) from this photo; "
+                                        "none pinned: the middle exposure", default=False, update=_update_reference)
 
 
 class LEDIFF_PG_result(bpy.types.PropertyGroup):
@@ -109,6 +140,10 @@ class LEDIFF_PG_scene(bpy.types.PropertyGroup):
         ("classic", "Classic", "Weight-free engine: photos only, no GPU needed"),
         ("lediff", "LEDiff", "The LEDiff diffusion models (GPU recommended)"),
     ), default="auto")
+    merge_engine: EnumProperty(name="Merge Engine", description="How the bracketed photos become one HDR",
+                               items=MERGE_ENGINES, default="auto")
+    response: EnumProperty(name="Response", description="How the photos encode light (the Classic merge engine's)",
+                           items=RESPONSES, default="auto")
 
     fstop: FloatProperty(name="F-Stop", description="Aperture of the lookdev camera", default=2.8,
                          min=0.1, soft_max=22.0)

@@ -265,3 +265,74 @@ def test_jobs_built_from_each_mode(bpy, photos):
     settings.brackets[1].filepath = "/nowhere/photo.jpg"
     with pytest.raises(ValueError, match="does not exist"):
         build("/out/c.exr")
+
+
+@pytest.mark.parametrize("engine, models", [("auto", ()), ("classic", ()), ("gmodiff", ("gmodiff", "sd21-base")),
+                                            ("lfdiff", ("lfdiff",))])
+def test_merge_jobs_for_each_merge_engine(bpy, photos, engine, models):
+    from lediff_blender import generation, protocol
+
+    settings = bpy.context.scene.lediff
+    settings.mode, settings.merge_engine, settings.seed, settings.steps = "BRACKETS", engine, 5, 12
+    settings.engine = "lediff"  # the Text and Photo modes' engine: never a merge's
+    for ev in (-2.0, 0.0, 2.0):
+        bracket = settings.brackets.add()
+        bracket.filepath, bracket.ev = str(photos["small"]), ev
+    neural = engine in ("gmodiff", "lfdiff")
+    assert generation.needed_models(settings) == models
+    job = generation.build_job(settings, "/out/m.exr")
+    assert protocol.Job.from_dict(job.to_dict()).params == job.params  # the protocol's own checks
+    expected = {"engine": engine, "inputs": [str(photos["small"])] * 3, "ev": [-2.0, 0.0, 2.0]}
+    assert job.kind == "merge" and job.params == {**expected, **({"seed": 5} if neural else {})}  # nothing unset
+    settings.response, settings.brackets[1].reference = "recover", True
+    job = generation.build_job(settings, "/out/m.exr")
+    assert job.params["reference"] == 1
+    assert job.params.get("response") == (None if neural else "recover")  # the classic engine's only
+    if neural:
+        settings.brackets[2].reference = True  # the brightest: nothing brighter to merge
+        with pytest.raises(ValueError, match="between a darker and a brighter"):
+            generation.build_job(settings, "/out/m.exr")
+        settings.brackets.remove(2)
+        with pytest.raises(ValueError, match="add at least three bracketed photos"):
+            generation.build_job(settings, "/out/m.exr")
+    else:
+        settings.brackets.remove(2)
+        assert len(generation.build_job(settings, "/out/m.exr").params["inputs"]) == 2
+
+
+def test_no_merge_job_asks_for_the_lediff_engine(bpy, photos):
+    from lediff_blender import generation, properties
+    from lediff_backend.merge import MERGE_ENGINES
+
+    settings = bpy.context.scene.lediff
+    settings.mode = "BRACKETS"
+    for _ in range(3):
+        settings.brackets.add().filepath = str(photos["small"])
+    for text_engine in ("auto", "classic", "lediff"):
+        for merge_engine, *_ in properties.MERGE_ENGINES:
+            settings.engine, settings.merge_engine = text_engine, merge_engine
+            assert generation.build_job(settings, "/out/m.exr").params["engine"] in ("auto", *MERGE_ENGINES)
+
+
+def test_bracket_merges_through_the_backend(bpy, tmp_path):
+    """The classic merge takes the pinned reference and the response; a neural merge without its
+    models fails clearly (the backend checks its weights before reading the photos)."""
+    settings = bpy.context.scene.lediff
+    settings.mode, settings.merge_engine, settings.response = "BRACKETS", "classic", "srgb"
+    base = np.linspace(0.05, 0.6, 64 * 128 * 3).reshape(64, 128, 3)
+    for index, ev in enumerate((-2.0, 0.0, 2.0)):
+        path = tmp_path / f"bracket{index}.png"
+        Image.fromarray((np.clip(base * 2.0 ** ev, 0, 1) * 255).astype(np.uint8)).save(path)
+        bracket = settings.brackets.add()
+        bracket.filepath, bracket.ev = str(path), ev
+    settings.brackets[0].reference = True
+    _generate(bpy)
+    assert _state(bpy).state == "DONE", _state(bpy).message
+    (result,) = settings.history
+    pixels, header = read_exr(result.filepath)
+    assert pixels.shape == (64, 128, 3)
+    assert (header["lediff:reference"], header["lediff:response"]) == ("0", "srgb")  # the settings reached it
+    settings.merge_engine = "gmodiff"
+    settings.brackets[1].reference = True
+    _generate(bpy)
+    assert _state(bpy).state == "FAILED" and "GMODiff" in _state(bpy).message, _state(bpy).message
