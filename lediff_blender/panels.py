@@ -70,11 +70,14 @@ def draw_generate(layout, context) -> None:
         buttons = row.column(align=True)
         buttons.operator("lediff.bracket_add", icon="ADD", text="")
         buttons.operator("lediff.bracket_remove", icon="REMOVE", text="")
+        column.label(text=_reference_text(settings), icon="PINNED")
     else:
         column.prop(settings, "hdr_file")
         apply = column.operator("lediff.open_hdri", text="Apply HDR File", icon="WORLD")
         apply.filepath = settings.hdr_file
-    if settings.mode != "HDR_FILE":
+    if settings.mode == "BRACKETS":
+        _draw_merge_settings(layout.column(), settings)
+    elif settings.mode != "HDR_FILE":
         _draw_generation_settings(layout.column(), settings)
     _draw_job(layout, context, offer_generate=settings.mode != "HDR_FILE")
 
@@ -88,6 +91,24 @@ def _draw_generation_settings(column, settings) -> None:
     neural.prop(settings, "seed")
     neural.prop(settings, "steps")
     neural.prop(settings, "guidance")
+
+
+def _reference_text(settings) -> str:
+    reference = generation.reference_index(settings)
+    if reference is None:
+        return "Reference: the middle exposure (pin a photo to choose)"
+    return f"Reference: {os.path.basename(settings.brackets[reference].filepath) or f'photo {reference + 1}'}"
+
+
+def _draw_merge_settings(column, settings) -> None:
+    """A merge keeps the photos' size and has no steps or guidance; the neural engines have a
+    seed, the classic one a camera response."""
+    column.use_property_split = True
+    column.prop(settings, "merge_engine")
+    if settings.merge_engine in generation.MERGE_MODELS:
+        column.prop(settings, "seed")
+    else:
+        column.prop(settings, "response")
 
 
 def _draw_job(layout, context, offer_generate: bool) -> None:
@@ -201,12 +222,13 @@ class LEDIFF_UL_history(bpy.types.UIList):
 
 
 class LEDIFF_UL_brackets(bpy.types.UIList):
-    """Bracketed photos with their exposures."""
+    """Bracketed photos with their exposures and a pin for the reference photo."""
 
     def draw_item(self, context, layout, data, item, icon_id, active_data, active_property, index=0, flt_flag=0):
         row = layout.row()
         row.label(text=os.path.basename(item.filepath) or "(no file)", icon="IMAGE_DATA")
         row.prop(item, "ev", text="EV")
+        row.prop(item, "reference", text="", icon="PINNED" if item.reference else "UNPINNED", emboss=False)
 
 
 class LEDIFF_PT_world(bpy.types.Panel):

@@ -63,9 +63,14 @@ def test_every_panel_draws_every_mode(bpy, mode, panorama):
         if mode == "HDR_FILE":
             assert "lediff.generate" not in operators and "seed" not in props
             assert "hdr_file" in props and "lediff.open_hdri" in operators
+        elif mode == "BRACKETS":  # a merge keeps the photos' size and has no steps or guidance
+            assert "lediff.generate" in operators
+            assert {"merge_engine", "response"} <= set(props)
+            assert not {"engine", "seed", "steps", "guidance", "width"} & set(props)
         else:
             assert "lediff.generate" in operators
             assert {"engine", "seed", "steps", "guidance", "width"} <= set(props)
+            assert not {"merge_engine", "response"} & set(props)
         assert ("prompt" in props) == (mode == "TEXT" or (mode == "PHOTO" and not panorama))
         assert ("photo" in props) == (mode == "PHOTO")
         if mode == "BRACKETS":
@@ -98,6 +103,62 @@ def test_missing_models_disable_text_mode(bpy):
     settings.engine = "classic"
     seed = [layout for args, _, layout, _ in draw_panel(all_panels()[0], bpy.context).find("prop") if args[1] == "seed"]
     assert not seed[0].flag("active")  # the classic engine has no seed: greyed out
+
+
+@pytest.mark.parametrize("engine, neural", [("auto", False), ("classic", False), ("gmodiff", True),
+                                            ("lfdiff", True)])
+def test_brackets_mode_draws_the_merge_settings(bpy, engine, neural):
+    settings = bpy.context.scene.lediff
+    settings.mode, settings.merge_engine = "BRACKETS", engine
+    props = set(draw_panel(all_panels()[0], bpy.context).props())
+    assert ("seed" in props) == neural  # only the neural merge engines have a seed
+    assert ("response" in props) == (not neural)  # the camera response is the classic engine's
+    assert "merge_engine" in props and not {"engine", "width", "steps", "guidance"} & props
+
+
+def test_brackets_pin_one_reference_photo(bpy):
+    from lediff_blender import panels
+
+    settings = bpy.context.scene.lediff
+    settings.mode = "BRACKETS"
+    assert any("Reference: the middle exposure" in label for label in draw_panel(all_panels()[0], bpy.context).labels())
+    brackets = settings.brackets
+    brackets[0].reference = True
+    brackets[2].reference = True  # pinning one unpins the others
+    assert [b.reference for b in brackets] == [False, False, True]
+    assert any(label == "Reference: photo.png" for label in draw_panel(all_panels()[1], bpy.context).labels())
+    for item in brackets:  # each row has its pin, filled for the reference
+        row = RecordingLayout()
+        panels.LEDIFF_UL_brackets.draw_item(None, bpy.context, row, settings, item, 0, settings, "bracket_index")
+        (pin,) = [kwargs for args, kwargs, _, _ in row.find("prop") if args[1] == "reference"]
+        assert pin["icon"] == ("PINNED" if item.reference else "UNPINNED")
+    brackets[2].reference = False
+    assert not any(b.reference for b in brackets)
+
+
+@pytest.mark.parametrize("engine, installed, missing", [("gmodiff", "gmodiff", "sd21-base"),
+                                                         ("lfdiff", "gmodiff, sd21-base", "lfdiff")])
+def test_missing_models_disable_a_neural_merge(bpy, engine, installed, missing):
+    settings = bpy.context.scene.lediff
+    info = bpy.context.window_manager.lediff_backend
+    info.checked, info.ok, info.models = True, True, installed
+    settings.mode, settings.merge_engine = "BRACKETS", engine
+    assert any(f"Missing models: {missing} " in label for label in draw_panel(all_panels()[0], bpy.context).labels())
+    assert not bpy.ops.lediff.generate.poll()
+    settings.merge_engine = "classic"  # needs no models
+    assert bpy.ops.lediff.generate.poll()
+
+
+def test_neural_merge_of_two_photos_says_to_add_a_third(bpy):
+    settings = bpy.context.scene.lediff
+    settings.mode, settings.merge_engine = "BRACKETS", "lfdiff"
+    assert bpy.ops.lediff.generate.poll()  # three photos
+    settings.brackets.remove(2)
+    labels = draw_panel(all_panels()[1], bpy.context).labels()
+    assert any(label.startswith("Add at least three bracketed photos: LF-Diff") for label in labels)
+    assert not bpy.ops.lediff.generate.poll()
+    settings.merge_engine = "auto"  # classic merges two
+    assert bpy.ops.lediff.generate.poll()
 
 
 def test_running_job_shows_progress_preview_and_cancel(bpy, tmp_path):
