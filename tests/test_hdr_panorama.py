@@ -108,22 +108,24 @@ class TestPhotoView:
         assert (pasted[:, :40] == 0).all()  # nothing behind the photo's edges
 
 
-class TestPanorama:
-    @pytest.fixture(scope="class")
-    def run(self, pipes):
-        stages, previews = [], []
-        hdr = lediff_panorama(
-            PROMPT,
-            width=WIDTH,
-            steps=STEPS,
-            pipeline=pipes,
-            poles="classic",
-            progress=lambda *a: stages.append(a),
-            preview=lambda stage, step, rgb: previews.append((stage, step, rgb.shape)),
-            preview_every=1,
-        )
-        return hdr, stages, previews
+@pytest.fixture(scope="module")
+def run(pipes):
+    """One small text -> panorama run shared by ``TestPanorama``: (hdr, stages, previews)."""
+    stages, previews = [], []
+    hdr = lediff_panorama(
+        PROMPT,
+        width=WIDTH,
+        steps=STEPS,
+        pipeline=pipes,
+        poles="classic",
+        progress=lambda *a: stages.append(a),
+        preview=lambda stage, step, rgb: previews.append((stage, step, rgb.shape)),
+        preview_every=1,
+    )
+    return hdr, stages, previews
 
+
+class TestPanorama:
     def test_a_finite_seamless_two_to_one_hdr(self, run):
         hdr = run[0]
         assert hdr.shape == (WIDTH // 2, WIDTH, 3) and hdr.dtype == np.float32

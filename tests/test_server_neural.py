@@ -186,3 +186,35 @@ def test_panorama_without_mvdiffusion_names_what_to_install(backend, tmp_path):
     assert error["code"] == "missing_weights", error
     assert str(empty) in error["message"]
     assert not (tmp_path / "pano.exr").exists()
+
+
+def test_a_neural_merge_keeps_its_pipeline_warm(backend, models, tmp_path):
+    shots = [write_png(tmp_path / f"shot{i}.png", 96, 64) for i in range(3)]
+
+    def merge(job_id: str) -> list[dict]:
+        job = {"kind": "merge", "params": {"inputs": [str(s) for s in shots], "ev": [-2, 0, 2], "engine": "lfdiff"},
+               "output": str(tmp_path / f"{job_id}.exr")}
+        backend.send({"op": "submit", "id": job_id, "job": job})
+        events = finished(backend, job_id)
+        assert events[-1]["event"] == "done", events[-1]
+        assert exr_pixels(tmp_path / f"{job_id}.exr").shape == (64, 96, 3)
+        return events
+
+    assert "load" in stages(merge("merge-1"))
+    warm = {"models": [f"lfdiff:{models}"], "device": "cpu", "dtype": "default"}
+    assert warm in ask(backend, "status")["loaded"]
+    assert "load" not in stages(merge("merge-2"))
+    assert ask(backend, "release")["event"] == "released"
+    assert warm not in ask(backend, "status")["loaded"]
+
+
+def test_release_also_forgets_projection_lookups():
+    from lediff_backend.hdr import projection
+    from lediff_backend.jobs import PipelineCache
+
+    projection.equirect_to_perspective(np.zeros((32, 64, 3), np.float32), 16, 16, 90.0)
+    assert projection._perspective_sampler.cache_info().currsize > 0
+    cache = PipelineCache()
+    cache.get((("m",), "cpu", "float32"), lambda: object())
+    cache.release()
+    assert cache.loaded() == [] and projection._perspective_sampler.cache_info().currsize == 0

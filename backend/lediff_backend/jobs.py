@@ -96,9 +96,13 @@ class PipelineCache:
             return [{"models": list(m), "device": d, "dtype": t} for m, d, t in self._items]
 
     def release(self) -> None:
-        """Drop every pipeline; empty torch's CUDA cache if torch is loaded (never import it)."""
+        """Drop every pipeline and projection's kept lookups; empty torch's CUDA cache if torch is
+        loaded (never import it)."""
+        from .hdr.projection import clear_caches
+
         with self._lock:
             self._items.clear()
+        clear_caches()
         gc.collect()
         torch = sys.modules.get("torch")
         if torch is not None and torch.cuda.is_available():
@@ -192,7 +196,7 @@ class JobRunner:
         return merge_files(p["inputs"], job.output, evs=p.get("ev"), engine=p.get("engine", "auto"),
                            reference=p.get("reference"), response=p.get("response"), half=p.get("half", False),
                            model_dir=self._model_dir(p), device=p.get("device") or self.device, seed=p.get("seed", 0),
-                           progress=progress, should_cancel=should_cancel)
+                           progress=progress, should_cancel=should_cancel, warm=self.cache.get)
 
     def _text2hdr(self, job: Job, progress: ProgressFn, should_cancel: CancelFn) -> dict[str, Any]:
         from .convert import write_result

@@ -1,11 +1,12 @@
 """Exposure brackets -> HDR EXR: the service behind ``lediff merge`` and the server's ``merge`` job.
 
 Engines: ``classic`` (``classic.merge``, weight-free; what ``auto`` runs) and the neural merge
-engines of ``NEURAL_ENGINES``, each a ``merge_bracket`` function imported only when asked for,
-with one contract::
+engines of ``NEURAL_ENGINES``, each a module imported only when asked for, with one contract::
 
+    load_pipeline(model_dir, device="auto") -> a pipeline on that device
     merge_bracket(images, evs, *, reference, model_dir, device="auto", seed=0, progress=None,
-                  should_cancel=None) -> HxWx3 float32 scene-linear HDR, the reference's white = 1
+                  should_cancel=None, pipeline=None) -> HxWx3 float32 scene-linear HDR, the
+                  reference's white = 1 (``pipeline``: a warm one, else ``model_dir`` is loaded)
 
 ``images`` are HxWx3 float32 display values in [0, 1] as the camera encoded them, already
 aligned; ``evs`` their exposures. This module reads the files, resolves the EVs, picks the
@@ -22,7 +23,8 @@ from __future__ import annotations
 import importlib
 import os
 from pathlib import Path
-from typing import Callable, Sequence
+from types import ModuleType
+from typing import Any, Callable, Sequence
 
 from .errors import BadInput, BadRequest, Cancelled, MissingWeights
 from .hdr.atomic import check_writable_output
@@ -33,11 +35,12 @@ __all__ = ["MERGE_ENGINES", "NEURAL_ENGINES", "RESPONSES", "resolve_merge_engine
 
 ProgressFn = Callable[[str, int, int], None]
 CancelFn = Callable[[], bool]
+WarmFn = Callable[[tuple, Callable[[], Any]], Any]  # (key, load) -> the pipeline kept for key
 
-# name -> "module:function" of the engine's merge_bracket (imported lazily: torch is heavy)
+# name -> the engine's module (imported lazily: torch is heavy)
 NEURAL_ENGINES = {
-    "gmodiff": "lediff_backend.pipelines.gmodiff:merge_bracket",
-    "lfdiff": "lediff_backend.pipelines.lfdiff:merge_bracket",
+    "gmodiff": "lediff_backend.pipelines.gmodiff",
+    "lfdiff": "lediff_backend.pipelines.lfdiff",
 }
 MERGE_ENGINES = ("classic", *NEURAL_ENGINES)
 RESPONSES = ("srgb", "recover", "linear")
@@ -53,9 +56,10 @@ def resolve_merge_engine(engine: str) -> str:
     raise BadRequest(f"unknown merge engine {engine!r}; choose from auto, {', '.join(MERGE_ENGINES)}")
 
 
-def neural_engine(name: str) -> Callable[..., object]:
-    """The ``merge_bracket`` of a neural engine, or MissingWeights saying what is missing."""
-    module_name, _, function = NEURAL_ENGINES[name].partition(":")
+def neural_engine(name: str) -> ModuleType:
+    """A neural engine's module (``load_pipeline``, ``merge_bracket``), or MissingWeights saying
+    what is missing."""
+    module_name = NEURAL_ENGINES[name]
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
@@ -64,7 +68,7 @@ def neural_engine(name: str) -> Callable[..., object]:
         raise MissingWeights(f"merge: the {name} engine needs torch and diffusers ({exc}): {NEURAL_EXTRA}") from exc
     except ImportError as exc:
         raise MissingWeights(f"merge: the {name} engine needs torch and diffusers ({exc}): {NEURAL_EXTRA}") from exc
-    return getattr(module, function)
+    return module
 
 
 def neural_exposures(evs: Sequence[float], reference: int, engine: str) -> list[int]:
@@ -95,6 +99,7 @@ def merge_files(
     seed: int = 0,
     progress: ProgressFn | None = None,
     should_cancel: CancelFn | None = None,
+    warm: WarmFn | None = None,
 ) -> dict:
     """Merge bracket files into an HDR file (written atomically); returns its metadata.
 
@@ -104,7 +109,8 @@ def merge_files(
     A 2:1 bracket is a 360° panorama: alignment and ghost masks wrap across its seam, and the
     EXR is tagged latlong. ``model_dir``, ``device`` and ``seed`` are the neural engines' (a
     neural engine merges the darkest, reference and brightest exposures; RAW files reach it
-    sRGB-encoded).
+    sRGB-encoded; ``warm(key, load)``, e.g. the server's pipeline cache, keeps its pipeline
+    loaded between calls).
 
     Raises
     ------
@@ -121,8 +127,8 @@ def merge_files(
 
     target = check_writable_output(output)
     name = resolve_merge_engine(engine)
-    merge = neural_engine(name) if name != "classic" else None  # before reading: fail fast
-    if merge is not None and response is not None:
+    engine_module = neural_engine(name) if name != "classic" else None  # before reading: fail fast
+    if engine_module is not None and response is not None:
         raise BadInput(f"--response is the classic engine's: the {name} engine reads the images as the camera"
                        " encoded them")
     stages = 5  # classic: read, then merge_brackets' align, response and merge, then write
@@ -140,14 +146,14 @@ def merge_files(
     height, width = images[0].pixels.shape[:2]
     wrap = is_panorama(height, width)
     pixels = [image.pixels for image in images]
-    if merge is None:
+    if engine_module is None:
         response = response or ("linear" if images[0].linear else "srgb")
         hdr, meta = _classic(pixels, evs, response, reference, wrap, report, should_cancel)
     else:
         reference = default_reference(evs) if reference is None else reference
         check_bracket(pixels, evs, reference)
-        hdr, meta = _neural(merge, name, pixels, evs, reference, wrap, images[0].linear, report, should_cancel,
-                            model_dir=model_dir, device=device, seed=seed)
+        hdr, meta = _neural(engine_module, name, pixels, evs, reference, wrap, images[0].linear, report,
+                            should_cancel, warm, model_dir=model_dir, device=device, seed=seed)
     report("write", stages - 1)
     meta = {**summarize(hdr), "engine": name, "inputs": names, "evs": evs, **meta,
             "ev_reference": evs[meta["reference"]]}
@@ -170,7 +176,7 @@ def _classic(pixels, evs, response, reference, wrap, report, should_cancel) -> t
     )
 
 
-def _neural(merge, name, pixels, evs, reference, wrap, linear, report, should_cancel, **options) -> tuple:
+def _neural(engine, name, pixels, evs, reference, wrap, linear, report, should_cancel, warm, **options) -> tuple:
     """A neural engine's merge of the darkest, reference and brightest exposures, aligned onto
     the reference: (HDR, its metadata)."""
     from .classic.align import align_brackets
@@ -184,7 +190,17 @@ def _neural(merge, name, pixels, evs, reference, wrap, linear, report, should_ca
     aligned, shifts = align_brackets(three, 1, wrap=wrap)
     if should_cancel is not None and should_cancel():
         raise Cancelled("merge cancelled")
-    hdr = merge(aligned, [evs[i] for i in chosen], reference=1, progress=report, should_cancel=should_cancel,
-                **options)
+    pipeline = None
+    if warm is not None:
+
+        def load() -> Any:
+            report("load", 0, 1)
+            loaded = engine.load_pipeline(options["model_dir"], options["device"])
+            report("load", 1, 1)
+            return loaded
+
+        pipeline = warm(((f"{name}:{options['model_dir'] or ''}",), str(options["device"]), "default"), load)
+    hdr = engine.merge_bracket(aligned, [evs[i] for i in chosen], reference=1, progress=report,
+                               should_cancel=should_cancel, pipeline=pipeline, **options)
     return hdr, dict(reference=reference, merged=chosen, shifts=[list(s) for s in shifts],
                      seed=options["seed"], device=options["device"])

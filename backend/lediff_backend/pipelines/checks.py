@@ -6,7 +6,28 @@ from __future__ import annotations
 import math
 from typing import Any, Callable, Sequence
 
-__all__ = ["check_run_inputs", "run_reporting"]
+__all__ = ["RunState", "check_run_inputs", "step_callback", "call_pipeline", "seeded_generator", "run_reporting"]
+
+Progress = Callable[[str, int, int], None]
+
+
+class RunState:
+    """What a run shows its step callbacks, as diffusers pipelines do: ``stage`` (the part that
+    runs now), ``interrupt`` (a callback sets ``_interrupt`` to stop after this step) and
+    ``num_timesteps`` (the steps of the whole run). Each ``__call__`` resets them."""
+
+    stage = ""
+    _interrupt = False
+    _num_timesteps = 0
+    _step = 0
+
+    @property
+    def interrupt(self) -> bool:
+        return self._interrupt
+
+    @property
+    def num_timesteps(self) -> int:
+        return self._num_timesteps
 
 
 def check_run_inputs(
@@ -28,37 +49,75 @@ def check_run_inputs(
         raise ValueError(f"`callback_on_step_end_tensor_inputs` must be in {list(allowed_callback_tensors)}, got {unknown}")
 
 
-def run_reporting(
-    pipe,
-    total: Callable[[Any], int],
-    seed: int,
-    progress: Callable[[str, int, int], None] | None,
+def step_callback(
+    progress: Progress | None,
     should_cancel: Callable[[], bool] | None,
-    **call_kwargs,
-):
-    """Call ``pipe(**call_kwargs)`` for an engine and return its first output image.
+    *,
+    stage: str | None = None,
+    total: Callable[[Any], int] = lambda pipe: pipe.num_timesteps,
+    preview: Callable[[str, int, Any], None] | None = None,
+    preview_every: int = 0,
+    to_preview: Callable[[Any], Any] | None = None,
+) -> Callable:
+    """A ``callback_on_step_end`` for our engines.
 
-    A CPU ``generator`` seeded with ``seed`` makes the run reproducible on any device. After
-    every step the callback reports ``progress(pipe.stage, step, total(pipe))`` and, once
-    ``should_cancel()`` is true, sets ``pipe._interrupt``. errors.Cancelled when the run was
-    interrupted, errors.OutOfMemory when the GPU ran out of memory.
+    After every step it reports ``progress(stage, steps done, total(pipe))`` (``stage``
+    defaults to ``pipe.stage``), every ``preview_every`` steps sends
+    ``preview(stage, steps done, to_preview(latents))``, and once ``should_cancel()`` is true
+    sets ``pipe._interrupt`` so that the run stops after this step.
     """
+
+    def on_step(pipe, step: int, timestep, tensors: dict) -> dict:
+        done, name = step + 1, stage or pipe.stage
+        if progress is not None:
+            progress(name, done, total(pipe))
+        if preview is not None and preview_every > 0 and done % preview_every == 0:
+            preview(name, done, to_preview(tensors["latents"]))
+        if should_cancel is not None and should_cancel():
+            pipe._interrupt = True
+        return {}
+
+    return on_step
+
+
+def call_pipeline(pipe, **call_kwargs):
+    """``pipe(**call_kwargs)``; errors.OutOfMemory when the GPU ran out of memory,
+    errors.Cancelled when a step callback interrupted the run."""
     import torch
 
     from .. import errors
 
-    def on_step(p, step: int, t, tensors: dict) -> dict:
-        if progress is not None:
-            progress(p.stage, step + 1, total(p))
-        if should_cancel is not None and should_cancel():
-            p._interrupt = True
-        return {}
-
-    generator = torch.Generator("cpu").manual_seed(int(seed))
     try:
-        out = pipe(generator=generator, callback_on_step_end=on_step, **call_kwargs)
+        out = pipe(**call_kwargs)
     except torch.cuda.OutOfMemoryError as exc:
         raise errors.OutOfMemory(f"the GPU ran out of memory ({exc}); try a smaller size") from exc
     if out.interrupted:
         raise errors.Cancelled("cancelled")
+    return out
+
+
+def seeded_generator(seed: int):
+    """A CPU generator: the same seed gives the same noise on every device."""
+    import torch
+
+    return torch.Generator("cpu").manual_seed(int(seed))
+
+
+def run_reporting(
+    pipe,
+    seed: int,
+    progress: Progress | None,
+    should_cancel: Callable[[], bool] | None,
+    *,
+    total: Callable[[Any], int] = lambda pipe: pipe.num_timesteps,
+    preview: Callable[[str, int, Any], None] | None = None,
+    preview_every: int = 0,
+    to_preview: Callable[[Any], Any] | None = None,
+    **call_kwargs,
+):
+    """An engine's seeded run of ``pipe(**call_kwargs)`` with ``step_callback``'s progress,
+    previews and cancel (``call_pipeline``'s errors); returns its first output image."""
+    callback = step_callback(progress, should_cancel, total=total, preview=preview, preview_every=preview_every,
+                             to_preview=to_preview)
+    out = call_pipeline(pipe, generator=seeded_generator(seed), callback_on_step_end=callback, **call_kwargs)
     return out.images[0]

@@ -55,10 +55,10 @@ from ..models.gmodiff import (
     encode_with_skips,
     hdr_from_gain_map,
 )
-from .checks import check_run_inputs
+from .checks import RunState, check_run_inputs, run_reporting
 from .tiling import map_tiles
 
-__all__ = ["GMODiffPipeline", "GMODiffPipelineOutput", "merge_bracket"]
+__all__ = ["GMODiffPipeline", "GMODiffPipelineOutput", "load_pipeline", "merge_bracket"]
 
 PAD_MULTIPLE = 32  # DaReg's down-scaling (the official script pads to it too)
 MIN_SIZE = 64
@@ -79,7 +79,7 @@ class GMODiffPipelineOutput(BaseOutput):
     interrupted: bool = False
 
 
-class GMODiffPipeline(DiffusionPipeline):
+class GMODiffPipeline(RunState, DiffusionPipeline):
     """Exposure bracket -> HDR with GMODiff: ``dareg``, ``proj``, ``vae`` (with guided skips),
     ``condition_vae``, ``unet`` (8 input channels) and ``scheduler`` (for its ᾱ and prediction type)."""
 
@@ -96,12 +96,6 @@ class GMODiffPipeline(DiffusionPipeline):
                              f" {scheduler.config.prediction_type}")
         self.register_modules(dareg=dareg, proj=proj, vae=vae, condition_vae=condition_vae, unet=unet,
                               scheduler=scheduler)
-        self.stage = ""
-        self._interrupt = False
-
-    @property
-    def interrupt(self) -> bool:
-        return self._interrupt
 
     @property
     def num_stages(self) -> int:
@@ -258,6 +252,14 @@ def _ordered(evs: Sequence[float], reference: int) -> list[int]:
     return order
 
 
+def load_pipeline(model_dir: str | os.PathLike | None, device: str = "auto") -> GMODiffPipeline:
+    """GMODiff from ``model_dir`` (a models root or GMODiff's own folder), on ``device`` in its dtype."""
+    from .lediff_engine import default_dtype, resolve_device
+
+    torch_device = resolve_device(device)
+    return GMODiffPipeline.from_pretrained(model_dir, torch_dtype=default_dtype(torch_device)).to(torch_device)
+
+
 def merge_bracket(
     images: Sequence[np.ndarray],
     evs: Sequence[float],
@@ -268,37 +270,24 @@ def merge_bracket(
     seed: int = 0,
     progress: Progress | None = None,
     should_cancel: Callable[[], bool] | None = None,
+    pipeline: GMODiffPipeline | None = None,
 ) -> np.ndarray:
     """The ``gmodiff`` merge engine: three aligned (H, W, 3) display-encoded images in [0, 1] and
     their EVs -> (H, W, 3) float32 scene-linear HDR in the reference exposure's units.
 
-    ``model_dir``: a models root or GMODiff's own folder (``gmodiff_weights.find_gmodiff``).
-    ``seed`` draws the VAE posterior samples. ``progress(stage, step, total)`` reports loading
-    and the three stages; ``should_cancel()`` is polled after each (``errors.Cancelled``).
+    ``model_dir``: a models root or GMODiff's own folder (``gmodiff_weights.find_gmodiff``),
+    loaded unless a warm ``pipeline`` (``load_pipeline``) is given. ``seed`` draws the VAE
+    posterior samples. ``progress(stage, step, total)`` reports loading and the three stages;
+    ``should_cancel()`` is polled after each (``errors.Cancelled``).
     """
-    from .lediff_engine import default_dtype, resolve_device
-
     order = _ordered(evs, reference)
     if any(not np.isfinite(im).all() for im in images):
         raise errors.BadInput("the bracket contains NaN or infinite values")
-    report = progress or (lambda stage, step, total: None)
-    report("load", 0, 1)
-    torch_device = resolve_device(device)
-    pipe = GMODiffPipeline.from_pretrained(model_dir, torch_dtype=default_dtype(torch_device)).to(torch_device)
-    report("load", 1, 1)
-
-    def on_stage(p: GMODiffPipeline, step: int, timestep: int, tensors: dict) -> dict:
-        report(p.stage, step + 1, p.num_stages)
-        if should_cancel is not None and should_cancel():
-            p._interrupt = True
-        return {}
-
-    generator = torch.Generator("cpu").manual_seed(int(seed))
-    try:
-        out = pipe([np.clip(images[i], 0, 1) for i in order], [evs[i] for i in order], generator=generator,
-                   callback_on_step_end=on_stage)
-    except torch.cuda.OutOfMemoryError as exc:
-        raise errors.OutOfMemory(f"the GPU ran out of memory ({exc}); try smaller images") from exc
-    if out.interrupted:
-        raise errors.Cancelled("merge cancelled")
-    return out.images[0]
+    if pipeline is None:
+        if progress is not None:
+            progress("load", 0, 1)
+        pipeline = load_pipeline(model_dir, device)
+        if progress is not None:
+            progress("load", 1, 1)
+    return run_reporting(pipeline, seed, progress, should_cancel, total=lambda pipe: pipe.num_stages,
+                         images=[np.clip(images[i], 0, 1) for i in order], evs=[evs[i] for i in order])

@@ -37,6 +37,7 @@ from ..hdr.projection import equirect_to_perspective, perspective_to_equirect, r
 from ..hdr.stitch import stitch_views
 from ..models.caa import MultiViewCAA
 from ..models.correspondence import RING_FOV_DEG, ring_yaws
+from .checks import call_pipeline, seeded_generator, step_callback
 from .lediff import LEDiffPipeline
 from .lediff_engine import (  # the loading helpers are shared with LEDiff's engine on purpose
     _load_text,
@@ -154,21 +155,6 @@ def load_panorama_pipeline(
     )
 
 
-def _step_callback(stage, progress, should_cancel, preview, preview_every, to_preview):
-    """A ``callback_on_step_end`` reporting ``stage`` progress, previews and polling cancel."""
-
-    def on_step(pipe, step: int, t, tensors: dict) -> dict:
-        if progress is not None:
-            progress(stage, step + 1, pipe.num_timesteps)
-        if preview is not None and preview_every > 0 and (step + 1) % preview_every == 0:
-            preview(stage, step + 1, to_preview(tensors["latents"]))
-        if should_cancel is not None and should_cancel():
-            pipe._interrupt = True
-        return {}
-
-    return on_step
-
-
 def _views_preview(latents: torch.Tensor) -> np.ndarray:
     """Approximate RGB of the ring's latents, stitched into a small equirect image."""
     views = [latent_preview(view[None]) for view in latents]
@@ -177,13 +163,7 @@ def _views_preview(latents: torch.Tensor) -> np.ndarray:
 
 
 def _run_views(pipe: MVDiffusionPipeline, callback, generator, **kwargs) -> np.ndarray:
-    try:
-        out = pipe(generator=generator, callback_on_step_end=callback, output_type="np", **kwargs)
-    except torch.cuda.OutOfMemoryError as exc:
-        raise errors.OutOfMemory(f"the GPU ran out of memory ({exc}); try a smaller size") from exc
-    if out.interrupted:
-        raise errors.Cancelled("cancelled")
-    return out.images
+    return call_pipeline(pipe, generator=generator, callback_on_step_end=callback, output_type="np", **kwargs).images
 
 
 def _read_photo(image: str | os.PathLike | np.ndarray, fov_deg: float | None) -> tuple[np.ndarray, float]:
@@ -275,7 +255,7 @@ def ldr_panorama(
     """
     _check_request(prompt, image, width, poles)
     photo, photo_fov = _read_photo(image, fov_deg) if image is not None else (None, None)
-    generator = torch.Generator("cpu").manual_seed(int(seed))
+    generator = seeded_generator(seed)
 
     # 1. The ring of views, stitched (a photo is view 0 of the outpainting variant)
     views_pipe = pipeline.outpaint(required=True) if photo is not None else pipeline.text
@@ -285,7 +265,8 @@ def ldr_panorama(
         condition = dict(image=view0, image_known=known)
     views = _run_views(
         views_pipe,
-        _step_callback("views", progress, should_cancel, preview, preview_every, _views_preview),
+        step_callback(progress, should_cancel, stage="views", preview=preview, preview_every=preview_every,
+                      to_preview=_views_preview),
         generator,
         prompt=prompt,
         num_inference_steps=steps,
@@ -299,7 +280,7 @@ def ldr_panorama(
     # 2. Zenith and nadir
     inpaint = None if poles == "classic" else pipeline.outpaint(required=poles == "generated")
     if inpaint is not None:
-        callback = _step_callback("poles", progress, should_cancel, None, 0, None)
+        callback = step_callback(progress, should_cancel, stage="poles")
         ldr = _generated_poles(inpaint, band, coverage, prompt, steps, guidance, generator, callback)
     else:
         ldr = fill_poles(band, coverage)

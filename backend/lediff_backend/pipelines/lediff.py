@@ -44,7 +44,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from ..models.fusion import LatentFusion
-from .checks import check_run_inputs
+from .checks import RunState, check_run_inputs
 from .itm_blend import blend_unclipped
 from .tiling import map_tiles
 
@@ -62,7 +62,7 @@ class LEDiffPipelineOutput(BaseOutput):
     interrupted: bool = False
 
 
-class LEDiffPipeline(DiffusionPipeline):
+class LEDiffPipeline(RunState, DiffusionPipeline):
     """LDR -> HDR (inverse tone mapping) and text -> HDR with LEDiff's exposure denoisers.
 
     Components: ``vae`` (SD encoder + LEDiff log-HDR decoder), ``text_encoder``/``tokenizer`` (the
@@ -112,19 +112,6 @@ class LEDiffPipeline(DiffusionPipeline):
         # VAE tiles in image pixels (multiples of the VAE factor): 512 keeps a 4K decode small.
         self.vae_tile_size = 512
         self.vae_tile_overlap = 64
-        self.stage = ""
-        self._interrupt = False
-        self._num_timesteps = 0
-        self._step = 0
-
-    @property
-    def interrupt(self) -> bool:
-        return self._interrupt
-
-    @property
-    def num_timesteps(self) -> int:
-        """Denoising steps of the whole run, all loops together (the callback's step counts them)."""
-        return self._num_timesteps
 
     def _unets(self) -> list[UNet2DConditionModel]:
         return [u for u in (self.base_unet, self.highlight_unet, self.shadow_unet) if u is not None]

@@ -25,6 +25,7 @@ import torch
 
 from .. import errors, weights
 from .lediff import LEDiffPipeline
+from .checks import run_reporting
 from .previews import latent_preview
 
 __all__ = ["resolve_device", "default_dtype", "load_lediff_pipeline", "lediff_itm", "lediff_text2hdr"]
@@ -146,27 +147,12 @@ def _run(
     preview_every: int,
     **kwargs,
 ) -> np.ndarray:
-    """Call ``pipe`` with progress, previews and cancel wired to its step callback; map failures to errors."""
-
-    def on_step(p: LEDiffPipeline, step: int, t, tensors: dict) -> dict:
-        if progress is not None:
-            progress(p.stage, step + 1, p.num_timesteps)
-        if preview is not None and preview_every > 0 and (step + 1) % preview_every == 0:
-            preview(p.stage, step + 1, latent_preview(tensors["latents"]))
-        if should_cancel is not None and should_cancel():
-            p._interrupt = True
-        return {}
-
-    generator = torch.Generator("cpu").manual_seed(int(seed))
-    try:
-        out = pipe(generator=generator, callback_on_step_end=on_step, output_type="np", **kwargs)
-    except torch.cuda.OutOfMemoryError as exc:
-        raise errors.OutOfMemory(f"the GPU ran out of memory ({exc}); try a smaller size") from exc
-    if out.interrupted:
-        raise errors.Cancelled("cancelled")
+    """``run_reporting`` with latent previews, then a final ``done`` progress report."""
+    image = run_reporting(pipe, seed, progress, should_cancel, preview=preview, preview_every=preview_every,
+                          to_preview=latent_preview, output_type="np", **kwargs)
     if progress is not None:
         progress("done", pipe.num_timesteps, pipe.num_timesteps)
-    return out.images[0]
+    return image
 
 
 def _check_ldr(ldr: np.ndarray) -> np.ndarray:

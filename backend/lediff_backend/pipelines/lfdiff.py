@@ -44,11 +44,11 @@ from ..models.lfdiff import (
     network_inputs,
     reverse_prior,
 )
-from .checks import check_run_inputs, run_reporting
+from .checks import RunState, check_run_inputs, run_reporting
 from .lediff_engine import resolve_device
 from .tiling import map_tiles, tile_starts
 
-__all__ = ["LFDiffPipeline", "LFDiffPipelineOutput", "bracket_problem", "load_lfdiff_pipeline", "merge_bracket"]
+__all__ = ["LFDiffPipeline", "LFDiffPipelineOutput", "bracket_problem", "load_pipeline", "merge_bracket"]
 
 Progress = Callable[[str, int, int], None]
 ShouldCancel = Callable[[], bool]
@@ -82,7 +82,7 @@ def bracket_problem(images: Sequence[np.ndarray], evs: Sequence[float]) -> str |
     return None
 
 
-class LFDiffPipeline:
+class LFDiffPipeline(RunState):
     """Three aligned LDR exposures -> HDR with LF-Diff's prior diffusion and DHRNet.
 
     Components: ``condition`` (LPENet_DM), ``denoiser`` (the prior's U-Net), ``dhrnet``, the
@@ -102,10 +102,6 @@ class LFDiffPipeline:
         # DHRNet tiles in pixels (multiples of config.multiple); 1024² keeps a 4K merge small.
         self.tile_size = 1024
         self.tile_overlap = 128
-        self.stage = ""
-        self._interrupt = False
-        self._num_timesteps = 0
-        self._step = 0
 
     # -- construction, saving, devices -------------------------------------------------------------
 
@@ -136,15 +132,6 @@ class LFDiffPipeline:
     @property
     def device(self) -> torch.device:
         return next(self.dhrnet.parameters()).device
-
-    @property
-    def interrupt(self) -> bool:
-        return self._interrupt
-
-    @property
-    def num_timesteps(self) -> int:
-        """Steps of the whole run: the prior's denoising steps, then DHRNet's tiles."""
-        return self._num_timesteps
 
     # -- the run ----------------------------------------------------------------------------------
 
@@ -261,7 +248,7 @@ class LFDiffPipeline:
         return LFDiffPipelineOutput(images=result) if return_dict else (result, False)
 
 
-def load_lfdiff_pipeline(model_dir: str | os.PathLike | None, device: str | torch.device = "auto") -> LFDiffPipeline:
+def load_pipeline(model_dir: str | os.PathLike | None, device: str | torch.device = "auto") -> LFDiffPipeline:
     """The pipeline of the LF-Diff folder in ``model_dir`` (a models root or the folder itself), on ``device``."""
     return LFDiffPipeline.from_pretrained(find_lfdiff_folder(model_dir)).to(resolve_device(device))
 
@@ -276,6 +263,7 @@ def merge_bracket(
     seed: int = 0,
     progress: Progress | None = None,
     should_cancel: ShouldCancel | None = None,
+    pipeline: LFDiffPipeline | None = None,
 ) -> np.ndarray:
     """The ``lfdiff`` merge engine: three aligned exposures -> (H, W, 3) float32 linear HDR in the
     reference exposure's units (its white is 1.0).
@@ -283,7 +271,8 @@ def merge_bracket(
     ``images``: display-encoded float32 (H, W, 3) in [0, 1], in any order, with one EV each in
     ``evs``; ``reference`` indexes them and must be the middle exposure (the networks align to
     it). ``progress(stage, step, total)`` follows the prior's steps ("prior") and DHRNet's tiles
-    ("reconstruct"); ``should_cancel()`` is polled after each.
+    ("reconstruct"); ``should_cancel()`` is polled after each. ``pipeline``: a warm one
+    (``load_pipeline``) instead of loading ``model_dir``.
 
     Raises BadInput (not three exposures, sizes differ, NaN, equal EVs, another reference),
     MissingWeights, OutOfMemory, Cancelled.
@@ -298,7 +287,6 @@ def merge_bracket(
             f"LF-Diff aligns to the middle exposure: the reference must be image {order[1]}"
             f" (EV {evs[order[1]]:g}), got {reference}"
         )
-    pipe = load_lfdiff_pipeline(model_dir, device)
+    pipeline = pipeline or load_pipeline(model_dir, device)
     sorted_images, sorted_evs = [images[i] for i in order], [evs[i] for i in order]
-    return run_reporting(pipe, lambda p: p.num_timesteps, seed, progress, should_cancel,
-                         images=sorted_images, evs=sorted_evs)
+    return run_reporting(pipeline, seed, progress, should_cancel, images=sorted_images, evs=sorted_evs)

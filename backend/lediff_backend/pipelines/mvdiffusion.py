@@ -41,7 +41,7 @@ from transformers import CLIPTextModel, CLIPTokenizer
 
 from ..models.caa import MultiViewCAA, ViewGeometry
 from ..models.correspondence import RING_FOV_DEG, RING_VIEWS, RING_YAW_STEP_DEG
-from .checks import check_run_inputs
+from .checks import RunState, check_run_inputs
 
 __all__ = ["MVDiffusionPipeline", "MVDiffusionPipelineOutput"]
 
@@ -57,7 +57,7 @@ class MVDiffusionPipelineOutput(BaseOutput):
     interrupted: bool = False
 
 
-class MVDiffusionPipeline(DiffusionPipeline):
+class MVDiffusionPipeline(RunState, DiffusionPipeline):
     """Text -> panorama views (4-channel SD-2 UNet) or photo -> panorama views (9-channel SD-2
     inpainting UNet), with correspondence-aware attention between neighbouring views."""
 
@@ -85,21 +85,11 @@ class MVDiffusionPipeline(DiffusionPipeline):
         )
         caa.attach(unet)
         self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
-        self._interrupt = False
-        self._num_timesteps = 0
 
     @property
     def inpainting(self) -> bool:
         """True for the outpainting variant (9-channel inpainting UNet)."""
         return self.unet.config.in_channels != self.vae.config.latent_channels
-
-    @property
-    def interrupt(self) -> bool:
-        return self._interrupt
-
-    @property
-    def num_timesteps(self) -> int:
-        return self._num_timesteps
 
     @property
     def default_view_size(self) -> int:
@@ -151,7 +141,7 @@ class MVDiffusionPipeline(DiffusionPipeline):
         View 0 holds ``image`` where ``known``; the other views are unknown (grey), so their
         masked-image latent is encoded once and shared.
         """
-        device, f = self._execution_device, self.vae_scale_factor
+        device = self._execution_device
         known_t = torch.from_numpy(np.ascontiguousarray(known, np.float32))[None, None]
         pixels = torch.from_numpy(np.ascontiguousarray(image, np.float32)).permute(2, 0, 1)[None] * 2 - 1
         masked = torch.cat([pixels * (known_t >= 0.5), torch.zeros_like(pixels)]).to(device, self.vae.dtype)
