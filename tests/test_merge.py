@@ -383,7 +383,7 @@ class TestCli:
         hdr, header = read_exr(output)
         assert header["lediff:engine"] == "classic" and header["lediff:reference"] == "1"
         assert log_luminance_rmse(hdr, city.truth) <= OUTSIDE_RMSE_MAX
-        assert "[5/5] write" in done.stderr
+        assert "merge: write 4/5" in done.stderr
         assert log_luminance_rmse(decode_gainmap_jpeg(gain_map.read_bytes())[1], hdr) <= 0.07
 
     def test_error_is_one_line_and_exit_2(self, pngs, tmp_path):

@@ -15,7 +15,7 @@ import numpy as np
 
 from .errors import BadInput, BadRequest
 from .hdr.atomic import check_writable_output
-from .hdr.imageio import read_image, write_image
+from .hdr.imageio import check_output_extension, read_image, write_image
 from .hdr.projection import resize_equirect
 from .hdr.summary import is_panorama, summarize
 
@@ -120,6 +120,7 @@ def convert_file(
     ``device``, ``pipeline``).
     """
     output = check_writable_output(output_path)
+    check_output_extension(output)
     engine = resolve_engine(engine, engine_options.get("model_dir"))
     image = read_image(input_path)
     if image.is_hdr:

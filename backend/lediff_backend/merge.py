@@ -28,6 +28,7 @@ from typing import Any, Callable, Sequence
 
 from .errors import BadInput, BadRequest, Cancelled, MissingWeights
 from .hdr.atomic import check_writable_output
+from .hdr.imageio import check_output_extension
 from .hdr.summary import is_panorama, summarize
 
 __all__ = ["MERGE_ENGINES", "NEURAL_ENGINES", "RESPONSES", "resolve_merge_engine", "neural_engine",
@@ -126,6 +127,7 @@ def merge_files(
     from .convert import write_result
 
     target = check_writable_output(output)
+    check_output_extension(target)
     name = resolve_merge_engine(engine)
     engine_module = neural_engine(name) if name != "classic" else None  # before reading: fail fast
     if engine_module is not None and response is not None:

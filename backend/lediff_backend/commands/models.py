@@ -8,10 +8,10 @@ the models root; hub models into the Hugging Face cache); offline it says what t
 from __future__ import annotations
 
 import argparse
-import sys
 
 from ..cli import SUCCESS
 from ..weights import MODELS, download_model, model_status, models_root
+from ._console import StderrProgress
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,10 +33,7 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _download(args: argparse.Namespace) -> int:
-    def progress(stage: str, step: int, total: int) -> None:
-        print(f"{args.name}: {stage} ({step}/{total})", file=sys.stderr)
-
-    folder = download_model(args.name, args.model_dir, offline=args.offline, progress=progress)
+    folder = download_model(args.name, args.model_dir, offline=args.offline, progress=StderrProgress(args.name))
     print(f"{args.name}: installed at {folder}")
     return SUCCESS
 

@@ -10,9 +10,9 @@ tiny-models DIR`` writes them) or LEDiff's own folder with ``--mvdiffusion-dir``
 from __future__ import annotations
 
 import argparse
-import sys
 
 from ..cli import SUCCESS
+from ._console import StderrProgress
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -45,8 +45,6 @@ def run(args: argparse.Namespace) -> int:
 
     output = check_writable_output(args.output)
 
-    def progress(stage: str, step: int, total: int) -> None:
-        print(f"panorama: {stage} {step}/{total}", file=sys.stderr, flush=True)
     pipes = load_panorama_pipeline(
         args.model_dir, args.device, mvdiffusion_dir=args.mvdiffusion_dir, shadow_model_dir=args.shadow_model_dir
     )
@@ -57,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
         steps=args.steps,
         seed=args.seed,
         guidance=args.guidance,
-        progress=progress,
+        progress=StderrProgress("panorama"),
         pipeline=pipes,
         fov_deg=args.fov,
         poles=args.poles,

@@ -8,9 +8,9 @@ and decoded to HDR. ``--panorama`` makes a 2:1 equirectangular image that wraps 
 from __future__ import annotations
 
 import argparse
-import sys
 
 from ..cli import SUCCESS
+from ._console import StderrProgress
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -44,9 +44,6 @@ def run(args: argparse.Namespace) -> int:
         raise BadInput(f"--panorama needs width = 2 x height, got {args.width}x{args.height}")
     output = check_writable_output(args.output)
 
-    def progress(stage: str, step: int, total: int) -> None:
-        print(f"\r{stage}: {step}/{total}", end="\n" if step == total else "", file=sys.stderr, flush=True)
-
     hdr = lediff_text2hdr(
         args.prompt,
         width=args.width,
@@ -59,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
         guidance=args.guidance,
         device=args.device,
         panorama=args.panorama,
-        progress=progress,
+        progress=StderrProgress("text2hdr"),
     )
     meta = summarize(hdr, panorama=args.panorama)
     meta.update(engine="lediff", prompt=args.prompt, seed=args.seed)

@@ -27,6 +27,10 @@ def check_writable_output(path: str | os.PathLike) -> Path:
         raise BadInput(f"output folder is not writable: {folder}")
     if target.is_dir():
         raise BadInput(f"output path is a folder: {target}")
+    try:  # os.access says yes for root and on read-only mounts where creating a file fails
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as error:
+        raise BadInput(f"output folder is not writable: {folder} ({error.strerror})") from error
     return target
 
 

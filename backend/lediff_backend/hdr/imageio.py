@@ -24,7 +24,7 @@ from .exr import read_exr, read_exr_info, write_exr
 from .ldr import DEFAULT_MAX_PIXELS, check_pixel_count, read_ldr, write_png
 from .radiance import read_hdr, read_hdr_size, write_hdr
 
-__all__ = ["HDR_EXTENSIONS", "LDR_EXTENSIONS", "WRITE_EXTENSIONS", "Image", "read_image", "write_image"]
+__all__ = ["HDR_EXTENSIONS", "LDR_EXTENSIONS", "WRITE_EXTENSIONS", "Image", "check_output_extension", "read_image", "write_image"]
 
 HDR_EXTENSIONS = (".exr", ".hdr", ".pic")
 LDR_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
@@ -91,16 +91,23 @@ def write_image(
     BadInput
         An extension other than those in ``WRITE_EXTENSIONS``, or an unusable output folder.
     """
-    suffix = Path(path).suffix.lower()
+    suffix = check_output_extension(path)
     if suffix == ".exr":
         write_exr(path, rgb, half=half, latlong=latlong, metadata=metadata)
     elif suffix in (".hdr", ".pic"):
         write_hdr(path, rgb)
-    elif suffix == ".png":
-        write_png(path, linear_to_srgb(rgb))
     else:
+        write_png(path, linear_to_srgb(rgb))
+
+
+def check_output_extension(path: str | os.PathLike) -> str:
+    """The lower-case extension of an image ``write_image`` can write, else BadInput (checked
+    before any work, so that a long conversion does not end in this error)."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in WRITE_EXTENSIONS:
         supported = ", ".join(WRITE_EXTENSIONS)
         raise BadInput(f"cannot write {suffix or 'a file without extension'} (use {supported}): {path}")
+    return suffix
 
 
 def _read_magic(path: str | os.PathLike) -> bytes:
