@@ -14,8 +14,7 @@ from typing import Callable
 import numpy as np
 
 from .errors import BadInput, BadRequest
-from .hdr.atomic import check_writable_output
-from .hdr.imageio import check_output_extension, read_image, write_image
+from .hdr.imageio import check_image_output, read_image, write_image
 from .hdr.projection import resize_equirect
 from .hdr.summary import is_panorama, summarize
 
@@ -119,8 +118,7 @@ def convert_file(
     engine (LEDiff: ``model_dir``, ``shadow_model_dir``, ``steps``, ``seed``, ``guidance``,
     ``device``, ``pipeline``).
     """
-    output = check_writable_output(output_path)
-    check_output_extension(output)
+    output = check_image_output(output_path)
     engine = resolve_engine(engine, engine_options.get("model_dir"))
     image = read_image(input_path)
     if image.is_hdr:

@@ -33,7 +33,6 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from .errors import BadInput, LediffError, MissingWeights, OutOfMemory
-from .hdr.atomic import check_writable_output
 from .protocol import FILE, FILES, Job
 
 __all__ = ["JobRunner", "PipelineCache", "available_devices"]
@@ -134,14 +133,16 @@ class JobRunner:
         return available_devices()[0] if self.device == "auto" else self.device
 
     def check(self, job: Job) -> Job:
-        """The checks before ``accepted``: input files exist, output folder writable (BadInput)."""
+        """The checks before ``accepted``: input files exist, output writable as an image (BadInput)."""
+        from .hdr.imageio import check_image_output  # numpy and OpenEXR: not at the server's start-up
+
         for name, path in job.paths(FILE, FILES):
             if not os.path.isfile(path):
                 raise BadInput(f"{job.kind}: '{name}' is not a file: {path}")
             if not os.access(path, os.R_OK):
                 raise BadInput(f"{job.kind}: '{name}' is not readable: {path}")
         if job.output is not None:
-            check_writable_output(job.output)
+            check_image_output(job.output)
         return job
 
     def run(self, job: Job, progress: ProgressFn, should_cancel: CancelFn) -> dict[str, Any]:

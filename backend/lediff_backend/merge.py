@@ -27,8 +27,7 @@ from types import ModuleType
 from typing import Any, Callable, Sequence
 
 from .errors import BadInput, BadRequest, Cancelled, MissingWeights
-from .hdr.atomic import check_writable_output
-from .hdr.imageio import check_output_extension
+from .hdr.imageio import check_image_output
 from .hdr.summary import is_panorama, summarize
 
 __all__ = ["MERGE_ENGINES", "NEURAL_ENGINES", "RESPONSES", "resolve_merge_engine", "neural_engine",
@@ -126,8 +125,7 @@ def merge_files(
     from .classic.merge import check_bracket, default_reference
     from .convert import write_result
 
-    target = check_writable_output(output)
-    check_output_extension(target)
+    target = check_image_output(output)
     name = resolve_merge_engine(engine)
     engine_module = neural_engine(name) if name != "classic" else None  # before reading: fail fast
     if engine_module is not None and response is not None:

@@ -39,11 +39,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..convert import write_result
-    from ..hdr.atomic import check_writable_output
+    from ..hdr.imageio import check_image_output
     from ..hdr.summary import summarize
     from ..pipelines.hdr_panorama import lediff_panorama, load_panorama_pipeline
 
-    output = check_writable_output(args.output)
+    output = check_image_output(args.output)
 
     pipes = load_panorama_pipeline(
         args.model_dir, args.device, mvdiffusion_dir=args.mvdiffusion_dir, shadow_model_dir=args.shadow_model_dir

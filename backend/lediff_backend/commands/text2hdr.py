@@ -36,13 +36,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..convert import write_result
     from ..errors import BadInput
-    from ..hdr.atomic import check_writable_output
+    from ..hdr.imageio import check_image_output
     from ..hdr.summary import summarize
     from ..pipelines.lediff_engine import lediff_text2hdr
 
     if args.panorama and args.width != 2 * args.height:
         raise BadInput(f"--panorama needs width = 2 x height, got {args.width}x{args.height}")
-    output = check_writable_output(args.output)
+    output = check_image_output(args.output)
 
     hdr = lediff_text2hdr(
         args.prompt,

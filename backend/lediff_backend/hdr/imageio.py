@@ -19,12 +19,14 @@ from typing import Mapping
 import numpy as np
 
 from ..errors import BadInput
+from .atomic import check_writable_output
 from .color import linear_to_srgb
 from .exr import read_exr, read_exr_info, write_exr
 from .ldr import DEFAULT_MAX_PIXELS, check_pixel_count, read_ldr, write_png
 from .radiance import read_hdr, read_hdr_size, write_hdr
 
-__all__ = ["HDR_EXTENSIONS", "LDR_EXTENSIONS", "WRITE_EXTENSIONS", "Image", "check_output_extension", "read_image", "write_image"]
+__all__ = ["HDR_EXTENSIONS", "LDR_EXTENSIONS", "WRITE_EXTENSIONS", "Image", "check_image_output",
+           "check_output_extension", "read_image", "write_image"]
 
 HDR_EXTENSIONS = (".exr", ".hdr", ".pic")
 LDR_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
@@ -101,13 +103,20 @@ def write_image(
 
 
 def check_output_extension(path: str | os.PathLike) -> str:
-    """The lower-case extension of an image ``write_image`` can write, else BadInput (checked
-    before any work, so that a long conversion does not end in this error)."""
+    """The lower-case extension of an image ``write_image`` can write, else BadInput."""
     suffix = Path(path).suffix.lower()
     if suffix not in WRITE_EXTENSIONS:
         supported = ", ".join(WRITE_EXTENSIONS)
         raise BadInput(f"cannot write {suffix or 'a file without extension'} (use {supported}): {path}")
     return suffix
+
+
+def check_image_output(path: str | os.PathLike) -> Path:
+    """``path`` as an absolute Path where ``write_image`` can write, else BadInput: checked
+    before any work, so that a long conversion never ends in this error."""
+    target = check_writable_output(path)
+    check_output_extension(target)
+    return target
 
 
 def _read_magic(path: str | os.PathLike) -> bytes:
