@@ -1,17 +1,21 @@
-"""``lediff bench``: the fidelity benchmark at a tiny size, the speed report's bookkeeping, errors."""
+"""``lediff bench``: the fidelity benchmark at a tiny size, the speed report's bookkeeping, the
+neural merge benchmark on tiny models, which scripts each benchmark runs, errors."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
 import math
+import subprocess
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
 
 import lediff_backend
 from lediff_backend import cli
+from lediff_backend.commands import bench as bench_command
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 METRIC_KEYS = {
@@ -74,14 +78,23 @@ class TestFidelity:
             assert strip.size[0] == 4 * 64  # three exposures and the spheres, 64 px each
 
 
-@pytest.fixture
-def speed(monkeypatch):
-    """bench/speed.py loaded by its path (a bare ``import speed`` could find another module)."""
+def load_script(monkeypatch, name: str):
+    """bench/NAME.py loaded by its path (a bare ``import speed`` could find another module)."""
     monkeypatch.syspath_prepend(str(BENCH))  # for its ``from _common import ...``
-    spec = importlib.util.spec_from_file_location("lediff_bench_speed", BENCH / "speed.py")
+    spec = importlib.util.spec_from_file_location(f"lediff_bench_{name}", BENCH / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture
+def speed(monkeypatch):
+    return load_script(monkeypatch, "speed")
+
+
+@pytest.fixture
+def merge_gpu(monkeypatch):
+    return load_script(monkeypatch, "merge_gpu")
 
 
 def test_speed_rows_for_skipped_failed_and_unknown_benchmarks(speed):
@@ -106,3 +119,55 @@ def test_a_missing_bench_folder_is_a_clear_error(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(lediff_backend, "__file__", str(tmp_path / "a" / "b" / "lediff_backend" / "__init__.py"))
     assert cli.main(["bench", "speed"]) == 2
     assert "bench/ folder" in capsys.readouterr().err
+
+
+def test_merge_gpu_on_tiny_models(merge_gpu, tmp_path, capsys):
+    """bench/merge_gpu.py on tiny models on the CPU: both engines, every size, the same JSON in --out."""
+    argv = ["--tiny", "--device", "cpu", "--sizes", "64x64,128x64", "--repeat", "1", "--out", str(tmp_path / "m.json")]
+    assert merge_gpu.main(argv) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report == json.loads((tmp_path / "m.json").read_text())
+    assert report["gpu"] is False and report["models"] == "tiny" and report["bracket_evs"] == [-2.0, 0.0, 2.0]
+    engines = report["engines"]
+    assert set(engines) == {"gmodiff", "lfdiff"}
+    assert engines["gmodiff"]["denoising_steps"] == 1 and engines["lfdiff"]["paper"] == {"size": "1500x1000",
+                                                                                         "seconds": 0.72}
+    for engine in engines.values():
+        assert engine["dtype"] == "float32" and engine["parameters_millions"] > 0
+        assert [(r["size"], r["panorama"]) for r in engine["runs"]] == [("64x64", False), ("128x64", True)]
+        assert all(r["seconds"] > 0 and r["peak_vram_gb"] is None and r["finite"] for r in engine["runs"])
+    assert "vs_paper" not in engines["lfdiff"]  # only for full-size models on a GPU
+
+
+def test_merge_gpu_compares_with_the_lfdiff_paper_at_its_size(merge_gpu):
+    runs = [{"size": "2048x1024", "seconds": 9.0}, {"size": "1500x1000", "seconds": 0.9}]
+    assert merge_gpu.vs_paper(runs) == 1.25 and merge_gpu.vs_paper(runs[:1]) is None
+
+
+def test_merge_gpu_without_cuda_says_so(merge_gpu, capsys):
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    assert merge_gpu.main([]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["gpu"] is False and "no CUDA GPU" in report["message"] and "engines" not in report
+
+
+def test_bench_gpu_runs_the_lediff_panorama_and_merge_scripts(tmp_path, monkeypatch):
+    commands = []
+
+    def run(command, **kwargs):
+        commands.append(command)
+        return subprocess.CompletedProcess(command, 0)
+
+    monkeypatch.setattr(bench_command.subprocess, "run", run)
+    assert cli.main(["bench", "gpu", "--out", str(tmp_path), "--args=--tiny --device cpu"]) == 0
+    assert [(Path(c[1]).name, c[2:]) for c in commands] == [
+        (f"{name}.py", ["--out", str(tmp_path / f"{name}.json"), "--tiny", "--device", "cpu"])
+        for name in ("gpu", "panorama_gpu", "merge_gpu")
+    ]
+    commands.clear()
+    assert cli.main(["bench", "--out", str(tmp_path)]) == 0
+    assert [(Path(c[1]).name, Path(c[3]).name) for c in commands] == [
+        ("fidelity.py", tmp_path.name), ("speed.py", tmp_path.name), ("gpu.py", "gpu.json"),
+        ("panorama_gpu.py", "panorama_gpu.json"), ("merge_gpu.py", "merge_gpu.json"),
+    ]
