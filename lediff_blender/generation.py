@@ -73,7 +73,10 @@ def _kind_and_params(settings) -> tuple[str, dict, str]:
     if settings.mode == "PHOTO":
         photo = _file(settings.photo, "photo")
         if settings.photo_is_panorama:
-            return "convert", {"input": photo, "width": settings.width}, photo
+            params = {"input": photo, "width": settings.width}
+            if settings.sun_override:  # off: the backend estimates the sun's strength
+                params["sun_ev"] = settings.sun_ev
+            return "convert", params, photo
         return "panorama", {"prompt": settings.prompt, "image": photo, "width": settings.width}, photo
     if settings.mode == "BRACKETS":
         return _merge_params(settings)

@@ -86,11 +86,23 @@ def _draw_generation_settings(column, settings) -> None:
     column.use_property_split = True
     column.prop(settings, "engine")
     column.prop(settings, "width")
+    if settings.mode == "PHOTO" and settings.photo_is_panorama:  # a convert job
+        _draw_sun_strength(column, settings)
     neural = column.column()
     neural.active = settings.engine != "classic"  # the classic engine has no seed, steps or guidance
     neural.prop(settings, "seed")
     neural.prop(settings, "steps")
     neural.prop(settings, "guidance")
+
+
+def _draw_sun_strength(column, settings) -> None:
+    """The sun of a 360° photo: estimated unless the override is on (the LEDiff engine ignores it)."""
+    row = column.row(heading="Sun Strength")
+    row.active = settings.engine != "lediff"
+    row.prop(settings, "sun_override", text="")
+    strength = row.row()
+    strength.active = settings.sun_override
+    strength.prop(settings, "sun_ev", text="")
 
 
 def _reference_text(settings) -> str:

@@ -126,6 +126,15 @@ class LEDIFF_PG_scene(bpy.types.PropertyGroup):
     photo_is_panorama: BoolProperty(name="360° Photo",
                                     description="The photo is an equirectangular 360° panorama (2:1); "
                                                 "otherwise it is outpainted to 360°", default=True)
+    # A 360° photo's sun (the Classic engine's): an 8-bit photo clips it, so its strength is only
+    # estimated from the glow around it and can be off by several stops
+    sun_override: BoolProperty(name="Sun Strength",
+                               description="Set the sun's brightness yourself; off: estimated from the glow "
+                                           "around it, which can be several stops off", default=False)
+    sun_ev: FloatProperty(name="Sun EV",
+                          description="The sun's brightness in stops over the photo's white: a clear sun is "
+                                      "about 14 to 16, a hazy one less (used when the photo shows the sun)",
+                          default=14.0, soft_min=6.0, soft_max=20.0, step=50, precision=1)
     brackets: CollectionProperty(type=LEDIFF_PG_bracket)
     bracket_index: IntProperty(name="Bracket")
     hdr_file: StringProperty(name="HDR File", description="An EXR or Radiance .hdr panorama", subtype="FILE_PATH")

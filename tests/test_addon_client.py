@@ -267,6 +267,40 @@ def test_jobs_built_from_each_mode(bpy, photos):
         build("/out/c.exr")
 
 
+def test_sun_strength_is_sent_only_when_set_for_a_360_photo(bpy, photos):
+    from lediff_blender import generation
+
+    settings = bpy.context.scene.lediff
+    for _ in range(2):
+        settings.brackets.add().filepath = str(photos["small"])
+    cases = [("TEXT", True), ("PHOTO", True), ("PHOTO", False), ("BRACKETS", True)]
+    for mode, panorama in cases:  # off: the backend estimates it
+        settings.mode, settings.photo_is_panorama = mode, panorama
+        assert "sun_ev" not in generation.build_job(settings, "/out/s.exr").params
+    settings.sun_override, settings.sun_ev = True, 16.5
+    for mode, panorama in cases:
+        settings.mode, settings.photo_is_panorama = mode, panorama
+        job = generation.build_job(settings, "/out/s.exr")
+        assert job.params.get("sun_ev") == (16.5 if job.kind == "convert" else None), (mode, panorama)
+
+
+def test_sun_strength_reaches_the_backend(bpy, tmp_path, studiolights):
+    """A real sunny panorama's photo: a strong sun set by hand makes a brighter peak than the estimate."""
+    from lediff_backend.hdr.exposure import simulate_ldr
+
+    photo = tmp_path / "city.png"
+    Image.fromarray(np.round(simulate_ldr(read_exr(studiolights["city"])[0]).pixels * 255).astype(np.uint8)).save(photo)
+    settings = bpy.context.scene.lediff
+    settings.photo = str(photo)
+    peaks = []
+    for override in (False, True):
+        settings.sun_override, settings.sun_ev = override, 18.0
+        _generate(bpy)
+        assert _state(bpy).state == "DONE", _state(bpy).message
+        peaks.append(read_exr(_environment(bpy))[0].max())
+    assert peaks[1] > 8 * peaks[0]  # the estimate is about 13 stops (5 under the 18 set)
+
+
 @pytest.mark.parametrize("engine, models", [("auto", ()), ("classic", ()), ("gmodiff", ("gmodiff", "sd21-base")),
                                             ("lfdiff", ("lfdiff",))])
 def test_merge_jobs_for_each_merge_engine(bpy, photos, engine, models):

@@ -77,6 +77,26 @@ def test_every_panel_draws_every_mode(bpy, mode, panorama):
             assert [args[0] for args, *_ in layout.find("template_list")][0] == "LEDIFF_UL_brackets"
 
 
+def test_sun_strength_only_for_a_360_photo(bpy):
+    """A 360° photo's convert job takes the sun's strength; off, the EV is greyed out (estimated)."""
+    settings = bpy.context.scene.lediff
+
+    def sun_rows():
+        return {args[1]: row for args, _, row, _ in draw_panel(all_panels()[0], bpy.context).find("prop")
+                if args[1] in ("sun_override", "sun_ev")}
+
+    for mode, panorama in MODES:
+        settings.mode, settings.photo_is_panorama = mode, panorama
+        assert bool(sun_rows()) == (mode == "PHOTO" and panorama), (mode, panorama)
+    settings.mode, settings.photo_is_panorama = "PHOTO", True
+    rows = sun_rows()
+    assert rows["sun_override"].flag("active") and not rows["sun_ev"].flag("active")
+    settings.sun_override = True
+    assert sun_rows()["sun_ev"].flag("active")
+    settings.engine = "lediff"  # makes its own highlights: the whole row is greyed out
+    assert not any(row.flag("active") for row in sun_rows().values())
+
+
 def test_hdr_file_button_carries_the_file(bpy):
     settings = bpy.context.scene.lediff
     settings.mode, settings.hdr_file = "HDR_FILE", "/maps/beach.exr"
