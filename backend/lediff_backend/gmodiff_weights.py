@@ -172,7 +172,7 @@ def load_dareg(path: str | os.PathLike):
 
     path = Path(path)
     # safetensors: a flat state dict; a pickle: {"state_dict": ...} or a bare one, weights only
-    state = weights._load_state_dict(path) if path.suffix == ".safetensors" else read_checkpoint(path)
+    state = weights.load_state_dict(path) if path.suffix == ".safetensors" else read_checkpoint(path)
     state = {k.removeprefix("module."): v for k, v in state.items()}
     model = DaReg(DaRegConfig.from_state_dict(state))
     _raise_problems(path, "DaReg weights (dareg_mask.pth)", _problems(model.state_dict(), state))

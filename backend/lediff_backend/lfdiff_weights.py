@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 
 from .errors import MissingWeights
 from .models.lfdiff_config import LFDiffConfig
-from .weights import _load_state_dict, models_root
+from .weights import load_state_dict, models_root
 
 if TYPE_CHECKING:
     from torch import nn
@@ -116,7 +116,7 @@ def read_config(folder: str | os.PathLike) -> LFDiffConfig:
 
 def _load_strict(module: nn.Module, path: Path) -> None:
     """Fill ``module`` from ``path``: the same keys and shapes, or MissingWeights listing every difference."""
-    state = _load_state_dict(path)
+    state = load_state_dict(path)
     expected = module.state_dict()
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]

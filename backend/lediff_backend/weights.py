@@ -58,6 +58,7 @@ __all__ = [
     "check_mvdiffusion_folder",
     "find_mvdiffusion",
     "fusion_weights_path",
+    "load_state_dict",
     "load_fusion",
     "lediff_available",
     "model_status",
@@ -387,7 +388,7 @@ def load_fusion(folder: str | os.PathLike):
         raise MissingWeights(f"{Path(folder) / 'vae/merge_model.pth'}: missing (the latent fusion weights)")
     fusion = LatentFusion()
     try:
-        fusion.load_official_state_dict(_load_state_dict(path))
+        fusion.load_official_state_dict(load_state_dict(path))
     except FusionStateError as exc:
         raise MissingWeights(
             f"{path}: not LEDiff latent fusion weights: {exc}. Place the official vae/merge_model.pth"
@@ -396,7 +397,7 @@ def load_fusion(folder: str | os.PathLike):
     return fusion
 
 
-def _load_state_dict(path: Path) -> dict:
+def load_state_dict(path: Path) -> dict:
     """A flat tensor dict from a safetensors file or, failing that name, a weights-only pickle."""
     import torch
 

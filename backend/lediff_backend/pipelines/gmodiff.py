@@ -112,10 +112,10 @@ class GMODiffPipeline(RunState, DiffusionPipeline):
         """
         from ..gmodiff_weights import find_gmodiff, load_dareg, load_gmodiff_checkpoint, read_gmodiff_checkpoint
         from ..models.lora import merge_lora
-        from .lediff_engine import _loading
+        from .lediff_engine import loading_errors
 
         files = find_gmodiff(model_dir, base_model_dir)
-        with _loading(files.base):
+        with loading_errors(files.base):
             unet = UNet2DConditionModel.from_pretrained(files.base, subfolder="unet")
             vae, condition_vae = (AutoencoderKL.from_pretrained(files.base, subfolder="vae") for _ in range(2))
             scheduler = DDPMScheduler.from_pretrained(files.base, subfolder="scheduler")

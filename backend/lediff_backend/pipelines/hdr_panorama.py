@@ -42,7 +42,7 @@ from .lediff import LEDiffPipeline
 from .lediff_engine import (  # the loading helpers are shared with LEDiff's engine on purpose
     _load_text,
     _load_unet,
-    _loading,
+    loading_errors,
     default_dtype,
     lediff_itm,
     load_lediff_pipeline,
@@ -82,12 +82,12 @@ def load_mvdiffusion_pipeline(
     folder = Path(folder)
     device = resolve_device(device)
     dtype = dtype or default_dtype(device)
-    with _loading(folder / "vae"):
+    with loading_errors(folder / "vae"):
         vae = AutoencoderKL.from_pretrained(folder, subfolder="vae", torch_dtype=torch.float32)
-    with _loading(folder / "scheduler"):
+    with loading_errors(folder / "scheduler"):
         scheduler = DDIMScheduler.from_pretrained(folder, subfolder="scheduler")
     text_encoder, tokenizer = _load_text(folder, dtype)
-    with _loading(folder / "caa"):  # strict: every block weight present, nothing else
+    with loading_errors(folder / "caa"):  # strict: every block weight present, nothing else
         caa = MultiViewCAA.from_config(MultiViewCAA.load_config(folder / "caa"))
         state = load_file(folder / "caa" / "diffusion_pytorch_model.safetensors")
         caa.load_state_dict({k: v.to(dtype) for k, v in state.items()}, strict=True, assign=True)

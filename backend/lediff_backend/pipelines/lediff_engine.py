@@ -28,7 +28,7 @@ from .lediff import LEDiffPipeline
 from .checks import run_reporting
 from .previews import latent_preview
 
-__all__ = ["resolve_device", "default_dtype", "load_lediff_pipeline", "lediff_itm", "lediff_text2hdr"]
+__all__ = ["resolve_device", "default_dtype", "loading_errors", "load_lediff_pipeline", "lediff_itm", "lediff_text2hdr"]
 
 Progress = Callable[[str, int, int], None]
 ShouldCancel = Callable[[], bool]
@@ -52,7 +52,7 @@ def default_dtype(device: torch.device) -> torch.dtype:
 
 
 @contextmanager
-def _loading(folder: os.PathLike) -> Iterator[None]:
+def loading_errors(folder: os.PathLike) -> Iterator[None]:
     """Turn a corrupt or mismatched checkpoint into MissingWeights naming the folder."""
     try:
         yield
@@ -65,14 +65,14 @@ def _loading(folder: os.PathLike) -> Iterator[None]:
 def _load_unet(folder, dtype):
     from diffusers import UNet2DConditionModel
 
-    with _loading(folder / "unet"):
+    with loading_errors(folder / "unet"):
         return UNet2DConditionModel.from_pretrained(folder, subfolder="unet", torch_dtype=dtype)
 
 
 def _load_text(folder, dtype):
     from transformers import CLIPTextModel, CLIPTokenizer
 
-    with _loading(folder / "text_encoder"):
+    with loading_errors(folder / "text_encoder"):
         return (
             CLIPTextModel.from_pretrained(folder, subfolder="text_encoder", dtype=dtype),
             CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer"),
@@ -84,7 +84,7 @@ def _load_scheduler(folder):
     import diffusers
 
     path = folder / "scheduler" / "scheduler_config.json"
-    with _loading(path):
+    with loading_errors(path):
         name = json.loads(path.read_text(encoding="utf-8"))["_class_name"]
         scheduler_class = getattr(diffusers, name, None)
         if scheduler_class is None or not issubclass(scheduler_class, diffusers.SchedulerMixin):
@@ -114,7 +114,7 @@ def load_lediff_pipeline(
     main = folders.highlight or folders.shadow
     device = resolve_device(device)
     dtype = dtype or default_dtype(device)
-    with _loading(main / "vae"):
+    with loading_errors(main / "vae"):
         vae = AutoencoderKL.from_pretrained(main, subfolder="vae", torch_dtype=torch.float32)
     text_encoder, tokenizer = _load_text(main, dtype)
     base = {}
