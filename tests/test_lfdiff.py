@@ -147,8 +147,8 @@ class TestMerge:
     @pytest.mark.parametrize(
         "change, message",
         [
-            (lambda im, ev: (im[:2], ev[:2]), "exactly 3"),
-            (lambda im, ev: (im + im[:1], ev + [4.0]), "exactly 3"),
+            (lambda im, ev: (im[:2], ev[:2]), "exactly three"),
+            (lambda im, ev: (im + im[:1], ev + [4.0]), "exactly three"),
             (lambda im, ev: (im, ev[:2]), "one EV per image"),
             (lambda im, ev: ([im[0][:-1], im[1], im[2]], ev), "differ in size"),
             (lambda im, ev: ([im[0][..., :1], im[1][..., :1], im[2][..., :1]], ev), "RGB"),

@@ -6,7 +6,10 @@ from __future__ import annotations
 import math
 from typing import Any, Callable, Sequence
 
-__all__ = ["RunState", "check_run_inputs", "step_callback", "call_pipeline", "seeded_generator", "run_reporting"]
+import numpy as np
+
+__all__ = ["RunState", "check_run_inputs", "bracket_problem", "three_exposure_order", "step_callback", "call_pipeline",
+           "seeded_generator", "run_reporting"]
 
 Progress = Callable[[str, int, int], None]
 
@@ -47,6 +50,41 @@ def check_run_inputs(
     unknown = [k for k in callback_on_step_end_tensor_inputs if k not in allowed_callback_tensors]
     if unknown:
         raise ValueError(f"`callback_on_step_end_tensor_inputs` must be in {list(allowed_callback_tensors)}, got {unknown}")
+
+
+def bracket_problem(images: Sequence[np.ndarray], evs: Sequence[float], engine: str) -> str | None:
+    """Why ``images`` and ``evs`` are not the three-exposure bracket the merge models take, or None."""
+    if len(images) != 3:
+        return f"{engine} merges exactly three exposures (darkest, reference, brightest), got {len(images)}"
+    if len(evs) != len(images):
+        return f"{len(evs)} EVs for {len(images)} images: give one EV per image"
+    shapes = [tuple(np.shape(image)) for image in images]
+    if len(set(shapes)) > 1:
+        return f"the exposures differ in size: {', '.join('x'.join(map(str, s)) for s in shapes)}"
+    if len(shapes[0]) != 3 or shapes[0][2] != 3 or min(shapes[0][:2]) < 1:
+        return f"{engine} needs RGB images (H, W, 3), got shape {shapes[0]}"
+    if not all(np.isfinite(image).all() for image in images) or not np.isfinite(evs).all():
+        return "the bracket contains NaN or infinite values"
+    if len(set(evs)) < len(evs):
+        return f"the exposures need three different EVs, got {list(evs)}"
+    return None
+
+
+def three_exposure_order(images: Sequence[np.ndarray], evs: Sequence[float], reference: int, engine: str) -> list[int]:
+    """Indices (darkest, reference, brightest) of a merge engine's bracket; errors.BadInput when
+    it is not one (``bracket_problem``) or ``reference`` is not its middle exposure."""
+    from .. import errors
+
+    evs = [float(ev) for ev in evs]
+    problem = bracket_problem(images, evs, engine)
+    if problem:
+        raise errors.BadInput(problem)
+    order = sorted(range(3), key=evs.__getitem__)
+    if reference != order[1]:
+        raise errors.BadInput(
+            f"{engine} needs the reference (image {reference}, EV {evs[reference]:g}) between a darker and a"
+            f" brighter exposure: the middle exposure is image {order[1]} (EV {evs[order[1]]:g})")
+    return order
 
 
 def step_callback(

@@ -45,7 +45,6 @@ import torch.nn.functional as F
 from diffusers import AutoencoderKL, DDPMScheduler, DiffusionPipeline, UNet2DConditionModel
 from diffusers.utils import BaseOutput
 
-from .. import errors
 from ..models.gmodiff import (
     TIMESTEP,
     DaReg,
@@ -55,7 +54,7 @@ from ..models.gmodiff import (
     encode_with_skips,
     hdr_from_gain_map,
 )
-from .checks import RunState, check_run_inputs, run_reporting
+from .checks import RunState, bracket_problem, check_run_inputs, run_reporting, three_exposure_order
 from .tiling import map_tiles
 
 __all__ = ["GMODiffPipeline", "GMODiffPipelineOutput", "load_pipeline", "merge_bracket"]
@@ -131,11 +130,9 @@ class GMODiffPipeline(RunState, DiffusionPipeline):
     # -- inputs ---------------------------------------------------------------------------------
 
     def check_inputs(self, images, evs, output_type, callback_on_step_end_tensor_inputs) -> None:
-        if len(images) != 3 or len(evs) != 3:
-            raise ValueError(f"GMODiff merges three exposures, darkest first; got {len(images)} images, {len(evs)} EVs")
-        shapes = {tuple(im.shape) for im in images}
-        if len(shapes) > 1 or any(len(s) != 3 or s[-1] != 3 for s in shapes):
-            raise ValueError(f"the three images must be (H, W, 3) of one size, got {sorted(shapes)}")
+        problem = bracket_problem(images, evs, "GMODiff")
+        if problem:
+            raise ValueError(problem)
         if not evs[0] < evs[1] < evs[2]:
             raise ValueError(f"the EVs must rise from the darkest through the reference to the brightest, got {evs}")
         check_run_inputs(1, 0.0, output_type, callback_on_step_end_tensor_inputs, self._callback_tensor_inputs)
@@ -240,18 +237,6 @@ class GMODiffPipeline(RunState, DiffusionPipeline):
 # -- the merge engine ----------------------------------------------------------------------------
 
 
-def _ordered(evs: Sequence[float], reference: int) -> list[int]:
-    """Indices (darkest, reference, brightest) of a three-image bracket, or BadInput."""
-    if len(evs) != 3:
-        raise errors.BadInput(f"GMODiff merges exactly three exposures (darkest, reference, brightest), got {len(evs)}")
-    order = sorted(range(3), key=lambda i: evs[i])
-    if order[1] != reference or len({evs[i] for i in order}) < 3:
-        raise errors.BadInput(
-            f"GMODiff needs the reference (image {reference}, EV {evs[reference]:g}) between a darker and a"
-            f" brighter exposure; the EVs are {', '.join(f'{ev:g}' for ev in evs)}")
-    return order
-
-
 def load_pipeline(model_dir: str | os.PathLike | None, device: str = "auto") -> GMODiffPipeline:
     """GMODiff from ``model_dir`` (a models root or GMODiff's own folder), on ``device`` in its dtype."""
     from .lediff_engine import default_dtype, resolve_device
@@ -280,9 +265,7 @@ def merge_bracket(
     posterior samples. ``progress(stage, step, total)`` reports loading and the three stages;
     ``should_cancel()`` is polled after each (``errors.Cancelled``).
     """
-    order = _ordered(evs, reference)
-    if any(not np.isfinite(im).all() for im in images):
-        raise errors.BadInput("the bracket contains NaN or infinite values")
+    order = three_exposure_order(images, evs, reference, "GMODiff")
     if pipeline is None:
         if progress is not None:
             progress("load", 0, 1)

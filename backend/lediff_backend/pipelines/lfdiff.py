@@ -33,7 +33,6 @@ import torch.nn.functional as F
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
-from .. import errors
 from ..lfdiff_weights import find_lfdiff_folder, load_lfdiff, save_lfdiff
 from ..models.lfdiff import (
     EXPOSURES,
@@ -44,11 +43,11 @@ from ..models.lfdiff import (
     network_inputs,
     reverse_prior,
 )
-from .checks import RunState, check_run_inputs, run_reporting
+from .checks import RunState, bracket_problem, check_run_inputs, run_reporting, three_exposure_order
 from .lediff_engine import resolve_device
 from .tiling import map_tiles, tile_starts
 
-__all__ = ["LFDiffPipeline", "LFDiffPipelineOutput", "bracket_problem", "load_pipeline", "merge_bracket"]
+__all__ = ["LFDiffPipeline", "LFDiffPipelineOutput", "load_pipeline", "merge_bracket"]
 
 Progress = Callable[[str, int, int], None]
 ShouldCancel = Callable[[], bool]
@@ -62,24 +61,6 @@ class LFDiffPipelineOutput(BaseOutput):
 
     images: np.ndarray | torch.Tensor | None
     interrupted: bool = False
-
-
-def bracket_problem(images: Sequence[np.ndarray], evs: Sequence[float]) -> str | None:
-    """Why ``images`` and ``evs`` are not a bracket LF-Diff can merge, or None."""
-    if len(images) != EXPOSURES:
-        return f"LF-Diff merges exactly {EXPOSURES} exposures (its networks' design), got {len(images)}"
-    if len(evs) != len(images):
-        return f"{len(evs)} EVs for {len(images)} images: give one EV per image"
-    shapes = [tuple(np.shape(image)) for image in images]
-    if len(set(shapes)) > 1:
-        return f"the exposures differ in size: {', '.join('x'.join(map(str, s)) for s in shapes)}"
-    if len(shapes[0]) != 3 or shapes[0][2] != 3 or min(shapes[0][:2]) < 1:
-        return f"LF-Diff needs RGB images (H, W, 3), got shape {shapes[0]}"
-    if not all(np.isfinite(image).all() for image in images) or not np.isfinite(evs).all():
-        return "the bracket contains NaN or infinite values"
-    if len(set(evs)) < len(evs):
-        return f"the exposures need three different EVs, got {list(evs)}"
-    return None
 
 
 class LFDiffPipeline(RunState):
@@ -136,7 +117,7 @@ class LFDiffPipeline(RunState):
     # -- the run ----------------------------------------------------------------------------------
 
     def check_inputs(self, images, evs, num_inference_steps, output_type, callback_on_step_end_tensor_inputs):
-        problem = bracket_problem(images, evs)
+        problem = bracket_problem(images, evs, "LF-Diff")
         if problem:
             raise ValueError(problem)
         if list(evs) != sorted(evs):
@@ -277,16 +258,7 @@ def merge_bracket(
     Raises BadInput (not three exposures, sizes differ, NaN, equal EVs, another reference),
     MissingWeights, OutOfMemory, Cancelled.
     """
-    evs = [float(ev) for ev in evs]
-    problem = bracket_problem(images, evs)
-    if problem:
-        raise errors.BadInput(problem)
-    order = sorted(range(EXPOSURES), key=evs.__getitem__)
-    if reference != order[1]:
-        raise errors.BadInput(
-            f"LF-Diff aligns to the middle exposure: the reference must be image {order[1]}"
-            f" (EV {evs[order[1]]:g}), got {reference}"
-        )
+    order = three_exposure_order(images, evs, reference, "LF-Diff")  # the networks align to the middle one
     pipeline = pipeline or load_pipeline(model_dir, device)
-    sorted_images, sorted_evs = [images[i] for i in order], [evs[i] for i in order]
+    sorted_images, sorted_evs = [images[i] for i in order], [float(evs[i]) for i in order]
     return run_reporting(pipeline, seed, progress, should_cancel, images=sorted_images, evs=sorted_evs)
