@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import bpy
 
 from . import client as client_module
-from . import lighting, preferences, protocol
+from . import lighting, preferences, properties, protocol
 from .client import BackendClient, BackendConfig
 
 __all__ = ["PUMP_INTERVAL", "NEURAL_MODELS", "MERGE_MODELS", "build_job", "reference_index", "needed_models",
@@ -33,7 +33,7 @@ NEURAL_MODELS = ("lediff-highlight", "lediff-shadow", "sd-base")
 LEDIFF_MODELS = ("lediff-highlight", "lediff-shadow")
 # The neural merge engines (Brackets mode) and their models; classic (and auto) needs none
 MERGE_MODELS = {"gmodiff": ("gmodiff", "sd21-base"), "lfdiff": ("lfdiff",)}
-MERGE_NAMES = {"gmodiff": "GMODiff", "lfdiff": "LF-Diff"}
+MERGE_NAMES = {key: name for key, name, _ in properties.MERGE_ENGINES if key in MERGE_MODELS}  # as the panel shows them
 
 
 @dataclass(frozen=True)
