@@ -61,14 +61,9 @@ def neural_engine(name: str) -> ModuleType:
     what is missing."""
     module_name = NEURAL_ENGINES[name]
     try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name == module_name:
-            raise MissingWeights(f"merge: the {name} engine is not part of this backend yet; use the classic engine")
+        return importlib.import_module(module_name)
+    except ImportError as exc:  # torch, diffusers or safetensors missing
         raise MissingWeights(f"merge: the {name} engine needs torch and diffusers ({exc}): {NEURAL_EXTRA}") from exc
-    except ImportError as exc:
-        raise MissingWeights(f"merge: the {name} engine needs torch and diffusers ({exc}): {NEURAL_EXTRA}") from exc
-    return module
 
 
 def neural_exposures(evs: Sequence[float], reference: int, engine: str) -> list[int]:
